@@ -1,0 +1,148 @@
+"""The model contract: what a model expects and how its output is read, carried in ONNX metadata.
+
+Training writes it (``training`` imports this module), the engine reads it; nothing else knows
+the input size, resolution, normalisation, mask or triage thresholds of a model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.errors import ContractError
+
+METADATA_KEY = "equitriage.contract"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TriagePolicy:
+    """How tile probabilities become a slide verdict (thresholds chosen and stated in the model card)."""
+
+    tile_threshold: float = 0.5
+    top_k: int = 10
+    high_threshold: float = 0.9
+    low_threshold: float = 0.5
+
+    def category(self, score: float | None) -> str:
+        """Triage category of a slide score; ``None`` (no tissue analysed) is its own category."""
+        if score is None:
+            return "no tissue"
+        if score >= self.high_threshold:
+            return "high suspicion"
+        if score >= self.low_threshold:
+            return "intermediate"
+        return "low suspicion"
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """Everything the engine needs to feed a model and read its answer."""
+
+    input_size: int
+    mpp: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    mask_radius: float
+    classes: tuple[str, ...]
+    positive_class: str
+    model_version: str
+    triage: TriagePolicy = field(default_factory=TriagePolicy)
+    input_name: str = "input"
+    output_name: str = "logits"
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        problems = list(_problems(self))
+        if problems:
+            raise ContractError(
+                "invalid model contract: " + "; ".join(problems)
+                + " (re-export the model with `python -m training export`)"
+            )
+
+    @property
+    def positive_index(self) -> int:
+        """Index of the tumour class in the model's output."""
+        return self.classes.index(self.positive_class)
+
+    def to_json(self) -> str:
+        """Serialise for the ONNX ``metadata_props`` entry."""
+        data = asdict(self)
+        data["format_version"] = FORMAT_VERSION
+        data["info"] = dict(self.info)
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelContract:
+        """Parse and validate; raise :class:`ContractError` with the reason."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ContractError(f"model contract is not valid JSON ({exc}); re-export the model") from exc
+        if not isinstance(data, dict):
+            raise ContractError("model contract is not a JSON object; re-export the model")
+        version = data.pop("format_version", None)
+        if version != FORMAT_VERSION:
+            raise ContractError(
+                f"model contract format {version!r} is not supported (expected {FORMAT_VERSION}); "
+                "use a model exported for this EquiTriage version"
+            )
+        try:
+            triage = TriagePolicy(**data.pop("triage", {}))
+            return cls(
+                input_size=int(data.pop("input_size")),
+                mpp=float(data.pop("mpp")),
+                mean=_triple(data.pop("mean")),
+                std=_triple(data.pop("std")),
+                mask_radius=float(data.pop("mask_radius")),
+                classes=tuple(str(c) for c in data.pop("classes")),
+                positive_class=str(data.pop("positive_class")),
+                model_version=str(data.pop("model_version")),
+                triage=triage,
+                **data,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ContractError(f"model contract is incomplete or malformed ({exc}); re-export the model") from exc
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str]) -> ModelContract:
+        """Read the contract from an ONNX model's custom metadata map."""
+        text = metadata.get(METADATA_KEY)
+        if text is None:
+            raise ContractError(
+                f"the model has no EquiTriage contract (metadata key {METADATA_KEY!r}); "
+                "export it with `python -m training export` or pass a model made for EquiTriage"
+            )
+        return cls.from_json(text)
+
+
+def _triple(value: Any) -> tuple[float, float, float]:
+    items = [float(v) for v in value]
+    if len(items) != 3:
+        raise ValueError("mean and std need three values (R, G, B)")
+    return (items[0], items[1], items[2])
+
+
+def _problems(c: ModelContract) -> list[str]:
+    out: list[str] = []
+    if c.input_size < 3 or c.input_size % 2 == 0:
+        out.append(f"input_size must be odd and >= 3, got {c.input_size}")
+    if not (math.isfinite(c.mpp) and c.mpp > 0):
+        out.append(f"mpp must be a positive number, got {c.mpp}")
+    if any(not (math.isfinite(s) and s > 0) for s in c.std):
+        out.append("std values must be positive")
+    if not (0 < c.mask_radius <= c.input_size / 2 * math.sqrt(2)):
+        out.append(f"mask_radius {c.mask_radius} does not fit an input of {c.input_size} px")
+    if len(c.classes) < 2:
+        out.append("classes needs at least two names")
+    if c.positive_class not in c.classes:
+        out.append(f"positive_class {c.positive_class!r} is not one of {list(c.classes)}")
+    t = c.triage
+    if not (0 <= t.low_threshold <= t.high_threshold <= 1 and 0 <= t.tile_threshold <= 1):
+        out.append("triage thresholds must satisfy 0 <= low <= high <= 1")
+    if t.top_k < 1:
+        out.append("triage top_k must be >= 1")
+    return out
