@@ -1,0 +1,244 @@
+"""Analyse one slide: tissue detection, tiling at the model's resolution, reading, inference.
+
+Reading runs in a small thread pool (OpenSlide releases the GIL) at most ``queue_depth`` batches
+ahead of inference, so memory stays flat on any slide size and reading hides behind the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from engine.errors import CancelledError, SlideTooSmallError
+from engine.model import Model
+from engine.slide import Slide
+from engine.tiling import TileGrid, choose_level, lvl_read_size, plan_grid, tissue_fractions
+from engine.tissue import detect_tissue
+from engine.triage import SlideVerdict, judge
+
+log = logging.getLogger(__name__)
+
+# Thumbnail pixels per tile side used for tissue detection; the thumbnail (also the overlay's
+# background) is at least THUMB_MIN_SIDE on its longer side so the overlay is readable.
+THUMB_PX_PER_TILE = 8
+THUMB_MIN_SIDE = 1024
+THUMB_MAX_SIDE = 4096
+
+
+@dataclass(frozen=True)
+class AnalysisParams:
+    """What the user can set; everything else comes from the model's contract."""
+
+    stride_px: int | None = None
+    min_tissue_fraction: float = 0.25
+    batch_size: int = 64
+    read_threads: int = 2
+    queue_depth: int = 4
+
+    def as_dict(self, input_px: int) -> dict[str, float | int]:
+        return {
+            "stride_px": self.stride_px or input_px,
+            "min_tissue_fraction": self.min_tissue_fraction,
+            "batch_size": self.batch_size,
+        }
+
+
+@dataclass(frozen=True)
+class TileBatch:
+    """Probabilities of some tiles, reported while the analysis runs."""
+
+    t_cols: NDArray[np.int64]
+    t_rows: NDArray[np.int64]
+    probs: NDArray[np.float32]
+
+
+@dataclass
+class SlideAnalysis:
+    """Everything one analysis produced; the writers in ``outputs`` turn it into files."""
+
+    slide_info: dict[str, object]
+    mpp: float
+    grid: TileGrid
+    level: int
+    thumbnail: NDArray[np.uint8]
+    thumb_downsample: float
+    tissue_mask: NDArray[np.bool_]
+    fractions: NDArray[np.float32]
+    t_cols: NDArray[np.int64]
+    t_rows: NDArray[np.int64]
+    probs: NDArray[np.float32]
+    verdict: SlideVerdict
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def l0_boxes(self) -> NDArray[np.int64]:
+        return self.grid.l0_boxes(self.t_cols, self.t_rows)
+
+    @property
+    def tile_fractions(self) -> NDArray[np.float32]:
+        return self.fractions[self.t_rows, self.t_cols]
+
+    def prob_grid(self) -> NDArray[np.float32]:
+        """t_rows x t_cols probabilities, NaN where no tile was analysed."""
+        return prob_grid(self.grid, self.t_cols, self.t_rows, self.probs)
+
+
+def prob_grid(
+    grid: TileGrid, t_cols: NDArray[np.int64], t_rows: NDArray[np.int64], probs: NDArray[np.float32]
+) -> NDArray[np.float32]:
+    out = np.full((grid.t_rows, grid.t_cols), np.nan, dtype=np.float32)
+    out[t_rows, t_cols] = probs
+    return out
+
+
+ProgressFn = Callable[[int, int], None]
+BatchFn = Callable[[TileBatch], None]
+
+
+def analyse_slide(
+    slide: Slide,
+    model: Model,
+    params: AnalysisParams | None = None,
+    progress: ProgressFn | None = None,
+    on_batch: BatchFn | None = None,
+    cancel: threading.Event | None = None,
+) -> SlideAnalysis:
+    """Run the model over every tissue tile of ``slide``.
+
+    ``progress(done, total)`` and ``on_batch`` are called from this thread after each batch;
+    setting ``cancel`` stops at the next batch with :class:`CancelledError`.
+    """
+    params = params or AnalysisParams()
+    contract = model.contract
+    t_start = time.perf_counter()
+    mpp = slide.require_mpp()
+    grid = plan_grid(slide.dimensions, mpp, contract.mpp, contract.input_size, params.stride_px)
+    if grid.count == 0:
+        w, h = slide.dimensions
+        raise SlideTooSmallError(
+            f"{slide.name}: {w} x {h} px at {mpp:.3f} µm/px is smaller than one model patch "
+            f"({grid.l0_tile_px:.0f} px); nothing to analyse (check --mpp)"
+        )
+    thumb_side = max(slide.dimensions) * THUMB_PX_PER_TILE / grid.l0_tile_px
+    thumb_side = min(max(thumb_side, THUMB_MIN_SIDE), THUMB_MAX_SIDE, max(slide.dimensions))
+    thumbnail, thumb_ds = slide.thumbnail(int(thumb_side))
+    tissue = detect_tissue(thumbnail)
+    fractions = tissue_fractions(tissue, thumb_ds, grid)
+    t_rows, t_cols = np.nonzero(fractions >= params.min_tissue_fraction)
+    t_cols = t_cols.astype(np.int64)
+    t_rows = t_rows.astype(np.int64)
+    t_tissue = time.perf_counter()
+    level = choose_level(slide.level_downsamples, grid.l0_tile_px / grid.input_px)
+    log.info(
+        "%s: %d x %d grid, %d tissue tiles, reading level %d",
+        slide.name, grid.t_cols, grid.t_rows, len(t_cols), level,
+    )
+
+    probs = np.empty(len(t_cols), dtype=np.float32)
+    boxes = grid.l0_boxes(t_cols, t_rows)
+    read_side = lvl_read_size(grid, slide.level_downsamples[level])
+    done = 0
+    if progress:
+        progress(0, len(t_cols))
+    infer_s = 0.0
+    for start, patches in _read_batches(
+        slide, boxes, level, read_side, grid.input_px, params, cancel
+    ):
+        t0 = time.perf_counter()
+        batch_probs = model.predict(patches, batch_size=params.batch_size)
+        infer_s += time.perf_counter() - t0
+        stop = start + len(batch_probs)
+        probs[start:stop] = batch_probs
+        done += len(batch_probs)
+        if on_batch:
+            on_batch(TileBatch(t_cols[start:stop], t_rows[start:stop], batch_probs))
+        if progress:
+            progress(done, len(t_cols))
+    t_end = time.perf_counter()
+    verdict = judge(probs, contract.triage, cell_mm2=(grid.stride_px * contract.mpp / 1000) ** 2)
+    return SlideAnalysis(
+        slide_info=slide.describe(),
+        mpp=mpp,
+        grid=grid,
+        level=level,
+        thumbnail=thumbnail,
+        thumb_downsample=thumb_ds,
+        tissue_mask=tissue,
+        fractions=fractions,
+        t_cols=t_cols,
+        t_rows=t_rows,
+        probs=probs,
+        verdict=verdict,
+        timings_s={
+            "tissue": round(t_tissue - t_start, 3),
+            "tiles": round(t_end - t_tissue, 3),
+            "inference": round(infer_s, 3),
+            "total": round(t_end - t_start, 3),
+        },
+    )
+
+
+def _read_batches(
+    slide: Slide,
+    l0_boxes: NDArray[np.int64],
+    level: int,
+    read_side: int,
+    input_px: int,
+    params: AnalysisParams,
+    cancel: threading.Event | None,
+) -> Iterator[tuple[int, NDArray[np.uint8]]]:
+    """Yield (first index, uint8 patches) per batch, in order, reading ahead in a thread pool."""
+
+    def read(start: int) -> NDArray[np.uint8]:
+        chunk = l0_boxes[start : start + params.batch_size]
+        out = np.empty((len(chunk), input_px, input_px, 3), dtype=np.uint8)
+        for i, (x0, y0, _, _) in enumerate(chunk):
+            if cancel is not None and cancel.is_set():
+                break
+            pixels = slide.read_region((int(x0), int(y0)), level, (read_side, read_side))
+            out[i] = resize_patch(pixels, input_px)
+        return out
+
+    starts = range(0, len(l0_boxes), params.batch_size)
+    pool = ThreadPoolExecutor(max_workers=max(1, params.read_threads), thread_name_prefix="read")
+    pending: deque[tuple[int, Future[NDArray[np.uint8]]]] = deque()
+    try:
+        for start in starts:
+            pending.append((start, pool.submit(read, start)))
+            if len(pending) >= params.queue_depth:
+                yield _next_ready(pending, cancel)
+        while pending:
+            yield _next_ready(pending, cancel)
+    finally:
+        for _, fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _next_ready(
+    pending: deque[tuple[int, Future[NDArray[np.uint8]]]], cancel: threading.Event | None
+) -> tuple[int, NDArray[np.uint8]]:
+    if cancel is not None and cancel.is_set():
+        raise CancelledError("analysis cancelled")
+    start, fut = pending.popleft()
+    patches = fut.result()
+    if cancel is not None and cancel.is_set():
+        raise CancelledError("analysis cancelled")
+    return start, patches
+
+
+def resize_patch(pixels: NDArray[np.uint8], input_px: int) -> NDArray[np.uint8]:
+    """Resample a read region to the model's patch size (antialiased when shrinking)."""
+    if pixels.shape[0] == input_px and pixels.shape[1] == input_px:
+        return pixels
+    img = Image.fromarray(pixels).resize((input_px, input_px), Image.Resampling.BILINEAR)
+    return np.asarray(img)

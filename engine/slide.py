@@ -1,0 +1,338 @@
+"""Whole-slide access: one small interface, an OpenSlide reader, and a numpy-backed twin.
+
+Coordinates are named by plane: ``l0_`` level-0 pixels, ``lvl_`` pixels of a pyramid level.
+Every reader returns RGB uint8 arrays (H x W x 3); transparent (unscanned) pixels become white.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from engine.errors import (
+    MissingMppError,
+    SlideNotFoundError,
+    SlideReadError,
+    UnsupportedSlideError,
+)
+
+log = logging.getLogger(__name__)
+
+PLAIN_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+# µm/px outside this range is not a microscope scan (e.g. a 72 dpi default in an image header).
+PLAUSIBLE_MPP = (0.05, 50.0)
+
+
+class Slide(ABC):
+    """A pyramidal image with a physical pixel size."""
+
+    path: Path | None
+    name: str
+    vendor: str
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    mpp: float | None
+    mpp_source: str
+    objective_power: float | None
+    properties: Mapping[str, str]
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 (width, height) in pixels."""
+        return self.level_dimensions[0]
+
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+    @property
+    def associated_image_names(self) -> tuple[str, ...]:
+        return ()
+
+    def associated_image(self, name: str) -> Image.Image:
+        """A label, macro or thumbnail image stored in the file."""
+        raise KeyError(name)
+
+    @abstractmethod
+    def read_region(
+        self, l0_xy: tuple[int, int], level: int, lvl_size: tuple[int, int]
+    ) -> NDArray[np.uint8]:
+        """RGB pixels of ``lvl_size`` (w, h) at ``level``, top-left at level-0 ``l0_xy``."""
+
+    def with_mpp(self, mpp: float) -> Slide:
+        """Set the µm/px by hand (for files that do not record it)."""
+        if not (math.isfinite(mpp) and mpp > 0):
+            raise ValueError(f"mpp must be a positive number, got {mpp}")
+        self.mpp = float(mpp)
+        self.mpp_source = "user"
+        return self
+
+    def require_mpp(self) -> float:
+        if self.mpp is None:
+            raise MissingMppError(
+                f"{self.name}: the slide does not record its µm/px; pass --mpp "
+                "(e.g. --mpp 0.25 for a 40x scan, 0.5 for 20x)"
+            )
+        return self.mpp
+
+    def best_level_for_downsample(self, downsample: float) -> int:
+        """The most downsampled level that is still at least as detailed as ``downsample``."""
+        best = 0
+        for level, ds in enumerate(self.level_downsamples):
+            if ds <= downsample + 1e-9:
+                best = level
+        return best
+
+    def thumbnail(self, max_side_px: int) -> tuple[NDArray[np.uint8], float]:
+        """The whole slide shrunk so its longer side is at most ``max_side_px``.
+
+        Returns the RGB array and its downsample (level-0 px per thumbnail px).
+        """
+        l0_w, l0_h = self.dimensions
+        downsample = max(1.0, max(l0_w, l0_h) / max_side_px)
+        level = self.best_level_for_downsample(downsample)
+        lvl_w, lvl_h = self.level_dimensions[level]
+        pixels = self.read_region((0, 0), level, (lvl_w, lvl_h))
+        out_w = max(1, round(l0_w / downsample))
+        out_h = max(1, round(l0_h / downsample))
+        if (out_w, out_h) != (lvl_w, lvl_h):
+            img = Image.fromarray(pixels).resize((out_w, out_h), Image.Resampling.BOX)
+            pixels = np.asarray(img)
+        return pixels, l0_w / out_w
+
+    def close(self) -> None:
+        """Release the file."""
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for reports and the ``info`` command."""
+        return {
+            "name": self.name,
+            "path": str(self.path) if self.path else None,
+            "vendor": self.vendor,
+            "dimensions": list(self.dimensions),
+            "level_count": self.level_count,
+            "level_dimensions": [list(d) for d in self.level_dimensions],
+            "level_downsamples": [round(d, 4) for d in self.level_downsamples],
+            "mpp": self.mpp,
+            "mpp_source": self.mpp_source,
+            "objective_power": self.objective_power,
+            "associated_images": list(self.associated_image_names),
+        }
+
+
+class ArraySlide(Slide):
+    """A slide held in memory: the numpy twin used by tests and for plain images."""
+
+    def __init__(
+        self,
+        pixels: NDArray[np.uint8],
+        mpp: float | None,
+        name: str = "array",
+        path: Path | None = None,
+        vendor: str = "array",
+        downsamples: Sequence[int] = (1, 4, 16),
+    ) -> None:
+        if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+            raise ValueError("pixels must be an H x W x 3 uint8 array")
+        self.path = path
+        self.name = name
+        self.vendor = vendor
+        self.mpp = mpp
+        self.mpp_source = "given" if mpp is not None else "none"
+        self.objective_power = None
+        self.properties = {}
+        base = Image.fromarray(pixels)
+        self._levels: list[NDArray[np.uint8]] = [pixels]
+        dims = [(pixels.shape[1], pixels.shape[0])]
+        dss = [1.0]
+        for ds in downsamples[1:]:
+            w, h = pixels.shape[1] // ds, pixels.shape[0] // ds
+            if min(w, h) < 1:
+                break
+            self._levels.append(np.asarray(base.resize((w, h), Image.Resampling.BOX)))
+            dims.append((w, h))
+            dss.append(pixels.shape[1] / w)
+        self.level_dimensions = tuple(dims)
+        self.level_downsamples = tuple(dss)
+
+    def read_region(
+        self, l0_xy: tuple[int, int], level: int, lvl_size: tuple[int, int]
+    ) -> NDArray[np.uint8]:
+        ds = self.level_downsamples[level]
+        src = self._levels[level]
+        lvl_x, lvl_y = round(l0_xy[0] / ds), round(l0_xy[1] / ds)
+        w, h = lvl_size
+        out = np.full((h, w, 3), 255, dtype=np.uint8)
+        x0, y0 = max(lvl_x, 0), max(lvl_y, 0)
+        x1, y1 = min(lvl_x + w, src.shape[1]), min(lvl_y + h, src.shape[0])
+        if x1 > x0 and y1 > y0:
+            out[y0 - lvl_y : y1 - lvl_y, x0 - lvl_x : x1 - lvl_x] = src[y0:y1, x0:x1]
+        return out
+
+
+class OpenSlideSlide(Slide):
+    """Any format OpenSlide reads (Aperio, Hamamatsu, MIRAX, DICOM, generic tiled TIFF, ...)."""
+
+    def __init__(self, path: Path) -> None:
+        import openslide
+
+        self._openslide = openslide
+        try:
+            self._osr = openslide.OpenSlide(str(path))
+            props = dict(self._osr.properties)
+        except openslide.OpenSlideUnsupportedFormatError as exc:
+            raise UnsupportedSlideError(_unsupported_message(path)) from exc
+        except openslide.OpenSlideError as exc:
+            raise SlideReadError(
+                f"{path.name}: OpenSlide recognised the file but cannot read it ({exc}); "
+                "the file is damaged or uses an unsupported compression: re-export or re-scan it"
+            ) from exc
+        self.path = path
+        self.name = slide_name(path)
+        self.vendor = props.get("openslide.vendor", "unknown")
+        self.properties = props
+        self.level_dimensions = tuple(tuple(d) for d in self._osr.level_dimensions)  # type: ignore[misc]
+        self.level_downsamples = tuple(float(d) for d in self._osr.level_downsamples)
+        self.mpp, self.mpp_source = _mpp_from_properties(props)
+        power = props.get("openslide.objective-power")
+        self.objective_power = _to_float(power)
+
+    @property
+    def associated_image_names(self) -> tuple[str, ...]:
+        return tuple(self._osr.associated_images.keys())
+
+    def associated_image(self, name: str) -> Image.Image:
+        try:
+            return self._osr.associated_images[name].convert("RGB")
+        except self._openslide.OpenSlideError as exc:
+            raise SlideReadError(f"{self.name}: cannot read its {name} image ({exc})") from exc
+
+    def read_region(
+        self, l0_xy: tuple[int, int], level: int, lvl_size: tuple[int, int]
+    ) -> NDArray[np.uint8]:
+        try:
+            rgba = self._osr.read_region(l0_xy, level, lvl_size)
+        except self._openslide.OpenSlideError as exc:
+            raise SlideReadError(
+                f"{self.name}: pixels at level-0 ({l0_xy[0]}, {l0_xy[1]}) cannot be read ({exc}); "
+                "the file is damaged: re-export or re-scan it"
+            ) from exc
+        return rgba_to_rgb(np.asarray(rgba))
+
+    def close(self) -> None:
+        self._osr.close()
+
+
+def rgba_to_rgb(rgba: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Composite non-premultiplied RGBA over white (glass), as a viewer shows it."""
+    alpha = rgba[..., 3]
+    if alpha.min() == 255:
+        return np.ascontiguousarray(rgba[..., :3])
+    a = alpha[..., None].astype(np.uint16)
+    rgb = (rgba[..., :3].astype(np.uint16) * a + 255 * (255 - a) + 127) // 255
+    return rgb.astype(np.uint8)
+
+
+def slide_name(path: Path) -> str:
+    """A slide's display and output-folder name: the file name without its extension."""
+    return path.stem if path.suffix else path.name
+
+
+def _to_float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _mpp_from_properties(props: Mapping[str, str]) -> tuple[float | None, str]:
+    """µm/px from OpenSlide's properties, falling back to TIFF resolution tags."""
+    mpp_x = _to_float(props.get("openslide.mpp-x"))
+    mpp_y = _to_float(props.get("openslide.mpp-y"))
+    if mpp_x and mpp_y and _plausible(mpp_x):
+        return (mpp_x + mpp_y) / 2, "openslide"
+    res = _to_float(props.get("tiff.XResolution"))
+    unit = props.get("tiff.ResolutionUnit", "").lower()
+    per_um = {"centimeter": 1e4, "inch": 25400.0}.get(unit)
+    if res and per_um:
+        mpp = per_um / res
+        if _plausible(mpp):
+            return mpp, "tiff resolution"
+    return None, "none"
+
+
+def _plausible(mpp: float) -> bool:
+    return PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1]
+
+
+def _unsupported_message(path: Path) -> str:
+    return (
+        f"{path.name}: not a slide OpenSlide or Pillow can read; use Aperio .svs, Hamamatsu, "
+        "Leica .scn, MIRAX .mrxs, Philips/generic tiled TIFF, Ventana, DICOM, or PNG/JPEG/TIFF images"
+    )
+
+
+def _open_plain_image(path: Path, mpp: float | None) -> ArraySlide:
+    try:
+        with Image.open(path) as img:
+            dpi = img.info.get("dpi")
+            pixels = np.asarray(img.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise UnsupportedSlideError(
+            f"{path.name}: too large to read as a plain image; convert it to a pyramidal TIFF"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise UnsupportedSlideError(_unsupported_message(path) + f" ({exc})") from exc
+    slide = ArraySlide(pixels, None, name=slide_name(path), path=path, vendor="image")
+    if mpp is None and dpi:
+        dpi_mpp = 25400.0 / float(dpi[0]) if float(dpi[0]) > 0 else 0.0
+        if _plausible(dpi_mpp):
+            slide.mpp, slide.mpp_source = dpi_mpp, "image dpi"
+    if mpp is not None:
+        slide.with_mpp(mpp)
+    return slide
+
+
+def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
+    """Open a whole-slide file (OpenSlide) or a plain image (Pillow); ``mpp`` overrides the file."""
+    p = Path(path)
+    if not p.exists():
+        raise SlideNotFoundError(f"{p}: no such file; check the path")
+    if p.is_dir():
+        raise SlideNotFoundError(
+            f"{p}: is a folder, not a slide file; give a file, or use `batch` for a folder of slides"
+        )
+    import openslide
+
+    vendor = openslide.OpenSlide.detect_format(str(p))
+    slide: Slide
+    if vendor is not None:
+        slide = OpenSlideSlide(p)
+    elif p.suffix.lower() in PLAIN_IMAGE_SUFFIXES:
+        slide = _open_plain_image(p, mpp)
+    else:
+        raise UnsupportedSlideError(_unsupported_message(p))
+    if mpp is not None:
+        slide.with_mpp(mpp)
+    log.debug("opened %s: %s, %s levels, mpp %s", p, slide.vendor, slide.level_count, slide.mpp)
+    return slide
