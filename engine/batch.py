@@ -22,8 +22,22 @@ log = logging.getLogger(__name__)
 BATCH_SUMMARY = "summary.csv"
 # What OpenSlide reads, plus plain images. A folder of .dcm files is one DICOM slide.
 SLIDE_SUFFIXES = frozenset(
-    {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
-     ".dcm", ".png", ".jpg", ".jpeg"}
+    {
+        ".svs",
+        ".tif",
+        ".tiff",
+        ".ndpi",
+        ".vms",
+        ".vmu",
+        ".scn",
+        ".mrxs",
+        ".svslide",
+        ".bif",
+        ".dcm",
+        ".png",
+        ".jpg",
+        ".jpeg",
+    }
 )
 
 
@@ -49,17 +63,24 @@ class SlideOutcome:
         return None if self.summary is None else self.summary.get("score")
 
 
-def discover_slides(folder: Path, recursive: bool = False, exclude: Path | None = None) -> list[SlideJob]:
+def discover_slides(
+    folder: Path, recursive: bool = False, exclude: Path | None = None
+) -> list[SlideJob]:
     """Slides in ``folder`` (sorted), skipping anything under ``exclude`` (the output folder)."""
     if not folder.exists():
         raise SlideNotFoundError(f"{folder}: no such folder; check the path")
     if not folder.is_dir():
-        raise SlideNotFoundError(f"{folder}: is a file; `batch` takes a folder (use `analyse` for one slide)")
+        raise SlideNotFoundError(
+            f"{folder}: is a file; `batch` takes a folder (use `analyse` for one slide)"
+        )
     pattern = "**/*" if recursive else "*"
     excluded = exclude.resolve() if exclude else None
     files = sorted(
-        p for p in folder.glob(pattern)
-        if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES and not p.name.startswith(".")
+        p
+        for p in folder.glob(pattern)
+        if p.is_file()
+        and p.suffix.lower() in SLIDE_SUFFIXES
+        and not p.name.startswith(".")
         and not (excluded and p.resolve().is_relative_to(excluded))
     )
     jobs: list[SlideJob] = []
@@ -82,12 +103,16 @@ def _unique_names(jobs: list[SlideJob]) -> list[SlideJob]:
     for job in jobs:
         seen[job.name] = seen.get(job.name, 0) + 1
     return [
-        SlideJob(j.path, f"{j.name}{j.path.suffix.lower().replace('.', '_')}") if seen[j.name] > 1 else j
+        SlideJob(j.path, f"{j.name}{j.path.suffix.lower().replace('.', '_')}")
+        if seen[j.name] > 1
+        else j
         for j in jobs
     ]
 
 
-def is_finished(summary: dict[str, Any] | None, model: Model, params: AnalysisParams, mpp: float | None) -> bool:
+def is_finished(
+    summary: dict[str, Any] | None, model: Model, params: AnalysisParams, mpp: float | None
+) -> bool:
     """Whether a stored analysis was made by this model with these parameters."""
     if summary is None:
         return False
@@ -139,7 +164,9 @@ def run_batch(
         else:
             try:
                 outcome = SlideOutcome(
-                    job, "ok", analyse_file(job, out_dir, model, params, mpp, progress, cancel=cancel)
+                    job,
+                    "ok",
+                    analyse_file(job, out_dir, model, params, mpp, progress, cancel=cancel),
                 )
             except EquiTriageError as exc:
                 if cancel is not None and cancel.is_set():
@@ -162,14 +189,33 @@ def summary_csv(outcomes: Iterable[SlideOutcome]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(
-        ["rank", "slide", "status", "score", "category", "tumour_area_mm2", "tiles_analysed",
-         "model_version", "error", "path"]
+        [
+            "rank",
+            "slide",
+            "status",
+            "score",
+            "category",
+            "tumour_area_mm2",
+            "tiles_analysed",
+            "model_version",
+            "error",
+            "path",
+        ]
     )
     for rank, o in enumerate(ranked(outcomes), start=1):
         s = o.summary or {}
         writer.writerow(
-            [rank, o.job.name, o.status, "" if s.get("score") is None else s["score"],
-             s.get("category", ""), s.get("tumour_area_mm2", ""), s.get("tiles", {}).get("analysed", ""),
-             s.get("model", {}).get("version", ""), o.error, str(o.job.path)]
+            [
+                rank,
+                o.job.name,
+                o.status,
+                "" if s.get("score") is None else s["score"],
+                s.get("category", ""),
+                s.get("tumour_area_mm2", ""),
+                s.get("tiles", {}).get("analysed", ""),
+                s.get("model", {}).get("version", ""),
+                o.error,
+                str(o.job.path),
+            ]
         )
     return buf.getvalue()

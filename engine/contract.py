@@ -59,7 +59,8 @@ class ModelContract:
         problems = list(_problems(self))
         if problems:
             raise ContractError(
-                "invalid model contract: " + "; ".join(problems)
+                "invalid model contract: "
+                + "; ".join(problems)
                 + " (re-export the model with `python -m training export`)"
             )
 
@@ -81,7 +82,9 @@ class ModelContract:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ContractError(f"model contract is not valid JSON ({exc}); re-export the model") from exc
+            raise ContractError(
+                f"model contract is not valid JSON ({exc}); re-export the model"
+            ) from exc
         if not isinstance(data, dict):
             raise ContractError("model contract is not a JSON object; re-export the model")
         version = data.pop("format_version", None)
@@ -105,7 +108,9 @@ class ModelContract:
                 **data,
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ContractError(f"model contract is incomplete or malformed ({exc}); re-export the model") from exc
+            raise ContractError(
+                f"model contract is incomplete or malformed ({exc}); re-export the model"
+            ) from exc
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str]) -> ModelContract:

@@ -11,14 +11,19 @@ from engine.tiling import TileGrid
 # ColorBrewer RdYlBu reversed: blue (unlikely) -> pale yellow -> red (likely tumour).
 _STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
 _COLOURS = np.array(
-    [[49, 54, 149], [116, 173, 209], [255, 255, 191], [244, 109, 67], [165, 0, 38]], dtype=np.float64
+    [[49, 54, 149], [116, 173, 209], [255, 255, 191], [244, 109, 67], [165, 0, 38]],
+    dtype=np.float64,
 )
 
 
 def colour_lut() -> NDArray[np.uint8]:
     """256 x 3 colour table for probabilities 0..1."""
     x = np.linspace(0.0, 1.0, 256)
-    return np.stack([np.interp(x, _STOPS, _COLOURS[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
+    return (
+        np.stack([np.interp(x, _STOPS, _COLOURS[:, c]) for c in range(3)], axis=1)
+        .round()
+        .astype(np.uint8)
+    )
 
 
 _LUT = colour_lut()
@@ -38,7 +43,9 @@ def heatmap_image(probs: NDArray[np.float32], min_side_px: int = 512) -> tuple[I
     """The grid one cell per block of ``scale`` pixels (nearest), so it is readable as a picture."""
     scale = max(1, -(-min_side_px // max(1, max(probs.shape))))
     img = Image.fromarray(colourise(probs), "RGBA")
-    return img.resize((probs.shape[1] * scale, probs.shape[0] * scale), Image.Resampling.NEAREST), scale
+    return img.resize(
+        (probs.shape[1] * scale, probs.shape[0] * scale), Image.Resampling.NEAREST
+    ), scale
 
 
 def overlay_image(

@@ -95,7 +95,9 @@ class Model:
     def predict(self, patches: NDArray[np.uint8], batch_size: int = 64) -> NDArray[np.float32]:
         """Tumour probability of each uint8 RGB patch (N x H x W x 3) -> float32 (N,)."""
         if patches.ndim != 4 or patches.shape[-1] != 3 or patches.dtype != np.uint8:
-            raise ValueError(f"patches must be uint8 N x H x W x 3, got {patches.dtype} {patches.shape}")
+            raise ValueError(
+                f"patches must be uint8 N x H x W x 3, got {patches.dtype} {patches.shape}"
+            )
         out = np.empty(len(patches), dtype=np.float32)
         for start in range(0, len(patches), batch_size):
             chunk = patches[start : start + batch_size]

@@ -84,7 +84,10 @@ def tiles_csv(analysis: SlideAnalysis) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["x0", "y0", "w0", "h0", "tissue_fraction", "prob"])
     for (x0, y0, w0, h0), frac, prob in zip(
-        analysis.l0_boxes.tolist(), analysis.tile_fractions.tolist(), analysis.probs.tolist(), strict=True
+        analysis.l0_boxes.tolist(),
+        analysis.tile_fractions.tolist(),
+        analysis.probs.tolist(),
+        strict=True,
     ):
         writer.writerow([x0, y0, w0, h0, f"{frac:.3f}", f"{prob:.6f}"])
     return buf.getvalue()
@@ -137,7 +140,9 @@ def build_summary(
         "heatmap_px_per_cell": heatmap_scale,
         "timings_s": {
             **analysis.timings_s,
-            "tiles_per_s": round(v.tiles_analysed / max(analysis.timings_s.get("tiles", 0), 1e-9), 1),
+            "tiles_per_s": round(
+                v.tiles_analysed / max(analysis.timings_s.get("tiles", 0), 1e-9), 1
+            ),
         },
         "outputs": [TILES, HEATMAP, OVERLAY, TISSUE, REGIONS],
     }
@@ -162,7 +167,10 @@ def write_results(
     heat, scale = heatmap_image(grid_probs)
     save_image_atomic(folder / HEATMAP, heat)
     overlay = overlay_image(
-        analysis.thumbnail, analysis.thumb_downsample, analysis.grid, grid_probs,
+        analysis.thumbnail,
+        analysis.thumb_downsample,
+        analysis.grid,
+        grid_probs,
         caption=caption(model, analysis),
     )
     save_image_atomic(folder / OVERLAY, overlay)

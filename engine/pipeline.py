@@ -140,7 +140,11 @@ def analyse_slide(
     level = choose_level(slide.level_downsamples, grid.l0_tile_px / grid.input_px)
     log.info(
         "%s: %d x %d grid, %d tissue tiles, reading level %d",
-        slide.name, grid.t_cols, grid.t_rows, len(t_cols), level,
+        slide.name,
+        grid.t_cols,
+        grid.t_rows,
+        len(t_cols),
+        level,
     )
 
     probs = np.empty(len(t_cols), dtype=np.float32)

@@ -78,7 +78,7 @@ def plan_grid(
 def _fit(l0_extent: int, l0_tile: float, l0_stride: float) -> int:
     if l0_extent + 1e-6 < l0_tile:
         return 0
-    return int(math.floor((l0_extent - l0_tile) / l0_stride + 1e-9)) + 1
+    return math.floor((l0_extent - l0_tile) / l0_stride + 1e-9) + 1
 
 
 def choose_level(level_downsamples: tuple[float, ...], target_downsample: float) -> int:
