@@ -7,6 +7,7 @@ that could pass for whole.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -41,13 +42,19 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise OutputError(
-            f"cannot write {path} ({exc.strerror or exc}); choose an output folder you can write to"
+            f"cannot write {path} ({exc.strerror or exc}); "
+            "choose an output folder you can write to"
         ) from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -18,7 +18,7 @@ from engine.contract import METADATA_KEY, ModelContract, TriagePolicy
 INPUT_PX = 95
 
 
-def test_contract(**overrides: object) -> ModelContract:
+def make_contract(**overrides: object) -> ModelContract:
     fields: dict[str, object] = {
         "input_size": INPUT_PX,
         "mpp": 0.972,
@@ -61,7 +61,7 @@ def write_model(
 ) -> Path:
     """Write the colour model with ``contract`` (or raw ``metadata`` text) in its metadata."""
     model = colour_graph(contract.input_size if contract else INPUT_PX)
-    text = metadata if metadata is not None else (contract or test_contract()).to_json()
+    text = metadata if metadata is not None else (contract or make_contract()).to_json()
     if text:
         entry = model.metadata_props.add()
         entry.key = METADATA_KEY

@@ -1,0 +1,199 @@
+"""The command line, driven as a user drives it: real slides, real processes, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from tests.conftest import REPO
+from tests.onnx_models import write_model
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, **(env or {})}, timeout=timeout,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, proc.stderr
+    assert fragment in errors[0]
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_analyse_a_real_slide(shared_data: Path, model_path: Path, tmp_path: Path) -> None:
+    proc = run_cli("analyse", str(shared_data / "slides" / "CMU-1-Small-Region.svs"), "--out", str(tmp_path), "--model", str(model_path))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "CMU-1-Small-Region" / "summary.json").read_text())
+    assert summary["slide"]["vendor"] == "aperio"
+    assert summary["slide"]["mpp_used"] == pytest.approx(0.499)
+    assert summary["tiles"]["analysed"] > 50
+    assert "CMU-1-Small-Region" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("slide", "extra", "fragment"),
+    [
+        ("missing.svs", [], "no such file"),
+        ("", [], "is a folder"),
+        ("broken/broken_random_ascii.svs", [], "not a slide"),
+        ("broken/unopenable_bad_compression.tiff", [], "unsupported compression"),
+        ("broken/unreadable_bogus_jpeg.svs", ["--mpp", "6"], "damaged"),
+        ("slides/tcga-cr-7395-01a-01-ts1.svs", [], "pass --mpp"),
+        ("slides/small_16x16.svs", [], "smaller than one model patch"),
+    ],
+)
+def test_bad_slides_fail_with_one_clear_line(shared_data: Path, model_path: Path, tmp_path: Path, slide: str, extra: list[str], fragment: str) -> None:
+    path = shared_data / slide if slide != "missing.svs" else tmp_path / slide
+    proc = run_cli("analyse", str(path), "--out", str(tmp_path / "out"), "--model", str(model_path), *extra)
+    assert proc.returncode == 1
+    assert fragment in proc.stdout  # the result table row
+    assert "Traceback" not in proc.stderr
+    assert fragment in proc.stderr
+    assert not list((tmp_path / "out").glob("*/summary.json"))
+
+
+@pytest.mark.parametrize(
+    ("model_arg", "fragment"),
+    [("missing.onnx", "no model file"), ("corrupt.onnx", "not a valid ONNX model"), ("plain.onnx", "no EquiTriage contract")],
+)
+def test_bad_models_stop_before_any_slide(shared_data: Path, tmp_path: Path, model_arg: str, fragment: str) -> None:
+    (tmp_path / "corrupt.onnx").write_bytes(b"junk" * 50)
+    write_model(tmp_path / "plain.onnx", metadata="")
+    proc = run_cli("analyse", str(shared_data / "slides" / "CMU-1-Small-Region.svs"), "--out", str(tmp_path / "o"), "--model", str(tmp_path / model_arg))
+    assert proc.returncode == 3
+    assert_one_line_error(proc, fragment)
+
+
+def test_no_shipped_model_says_to_pass_one(shared_data: Path, tmp_path: Path) -> None:
+    proc = run_cli("model", env={"EQUITRIAGE_MODEL": str(tmp_path / "none.onnx")})
+    assert proc.returncode == 3
+    assert_one_line_error(proc, "no model file")
+
+
+def test_unwritable_output_folder(shared_data: Path, model_path: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = run_cli("analyse", str(shared_data / "slides" / "CMU-1-Small-Region.svs"), "--out", str(blocker / "out"), "--model", str(model_path))
+    assert proc.returncode == 3
+    assert_one_line_error(proc, "choose an output folder")
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    assert run_cli("analyse", "x.svs").returncode == 2
+    assert run_cli("analyse", "x.svs", "--out", str(tmp_path), "--mpp", "-1").returncode == 2
+    assert run_cli("frobnicate").returncode == 2
+
+
+def test_info_and_model(shared_data: Path, model_path: Path) -> None:
+    proc = run_cli("info", str(shared_data / "slides" / "CMU-1-Small-Region.svs"), "--json")
+    facts = json.loads(proc.stdout)
+    assert facts["dimensions"] == [2220, 2967] and facts["properties"]["openslide.vendor"] == "aperio"
+    proc = run_cli("info", str(shared_data / "slides" / "tcga-cr-7395-01a-01-ts1.svs"))
+    assert proc.returncode == 0 and "pass --mpp" in proc.stdout
+    proc = run_cli("model", "--model", str(model_path), "--json")
+    assert json.loads(proc.stdout)["model_version"] == "test-colour-1"
+
+
+def slide_folder(shared_data: Path, root: Path, copies: int) -> Path:
+    folder = root / "slides"
+    folder.mkdir()
+    for i in range(copies):
+        (folder / f"case_{i:02d}.svs").symlink_to(shared_data / "slides" / "CMU-1-Small-Region.svs")
+    (folder / "broken.svs").symlink_to(shared_data / "broken" / "broken_random_ascii.svs")
+    (folder / "notes.txt").write_text("not a slide")
+    sub = folder / "dicom"
+    sub.mkdir()
+    for name in ("boxes_0.dcm", "boxes_1.dcm"):
+        (sub / name).symlink_to(shared_data / "slides" / name)
+    return folder
+
+
+def test_batch_reports_broken_slides_and_goes_on(shared_data: Path, model_path: Path, tmp_path: Path) -> None:
+    folder = slide_folder(shared_data, tmp_path, copies=2)
+    out = tmp_path / "out"
+    proc = run_cli("batch", str(folder), "--out", str(out), "--model", str(model_path), "--recursive")
+    assert proc.returncode == 1
+    rows = read_rows(out / "summary.csv")
+    by_name = {r["slide"]: r for r in rows}
+    assert set(by_name) == {"case_00", "case_01", "broken", "dicom"}
+    assert by_name["case_00"]["status"] == "ok" and by_name["broken"]["status"] == "failed"
+    assert "not a slide" in by_name["broken"]["error"]
+    assert "smaller than one model patch" in by_name["dicom"]["error"]  # 16 x 16 px, one DICOM slide
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4"]
+    assert rows[0]["slide"].startswith("case_") and rows[0]["score"]
+    # Re-running skips finished slides.
+    again = run_cli("batch", str(folder), "--out", str(out), "--model", str(model_path), "--recursive")
+    statuses = {r["slide"]: r["status"] for r in read_rows(out / "summary.csv")}
+    assert statuses["case_00"] == statuses["case_01"] == "cached"
+    assert again.returncode == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_batch_killed_half_way_resumes(shared_data: Path, model_path: Path, tmp_path: Path, sig: signal.Signals) -> None:
+    folder = slide_folder(shared_data, tmp_path, copies=6)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "engine", "batch", str(folder), "--out", str(out), "--model", str(model_path), "--threads", "1"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(out.glob("*/summary.json")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "re-run the same command" in stderr and "Traceback" not in stderr
+    finished = {p.parent.name for p in out.glob("*/summary.json")}
+    assert 1 <= len(finished) < 6
+    # Whatever was interrupted left only hidden temp files or whole files, never a summary.
+    for summary in out.glob("*/summary.json"):
+        json.loads(summary.read_text())
+    done = run_cli("batch", str(folder), "--out", str(out), "--model", str(model_path))
+    rows = {r["slide"]: r["status"] for r in read_rows(out / "summary.csv")}
+    assert {n for n, s in rows.items() if s == "cached"} == finished
+    assert all(rows[f"case_{i:02d}"] in ("ok", "cached") for i in range(6))
+    assert done.returncode == 1  # the broken slide
+
+
+def test_engine_never_opens_a_network_connection(shared_data: Path, model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    attempts: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    code = main(["analyse", str(shared_data / "slides" / "CMU-1-Small-Region.svs"), "--out", str(tmp_path), "--model", str(model_path), "-q"])
+    assert code == 0
+    assert attempts == []
+
+
+def test_engine_does_not_import_torch_qt_or_training() -> None:
+    code = (
+        "import sys, engine.cli, engine.batch, engine.pipeline, engine.outputs, engine.model, engine.slide\n"
+        "engine.cli.build_parser()\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'e2cnn', 'PySide6', 'training', 'gui', 'scipy')]\n"
+        "print(','.join(bad))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert proc.stdout.strip() == ""

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from engine.errors import OutputError
+from engine.model import Model
+from engine.outputs import read_summary, write_json_atomic, write_results
+from engine.pipeline import AnalysisParams, analyse_slide
+from engine.slide import ArraySlide
+
+
+def test_every_output_is_written(tmp_path: Path, tissue_slide: ArraySlide, model: Model) -> None:
+    params = AnalysisParams()
+    analysis = analyse_slide(tissue_slide, model, params)
+    summary = write_results(tmp_path / "s", analysis, model, params)
+    folder = tmp_path / "s"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["summary.json", "tiles.csv", "heatmap.png", "overlay.png", "tissue.png", "regions.geojson"]
+    )
+    assert read_summary(folder) == summary
+    assert summary["model"]["sha256"] == model.sha256
+    assert summary["tiles"]["analysed"] == len(analysis.probs)
+    assert summary["category"] == model.contract.triage.category(summary["score"])
+    with (folder / "tiles.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(analysis.probs)
+    assert {"x0", "y0", "w0", "h0", "tissue_fraction", "prob"} == set(rows[0])
+    assert float(rows[0]["prob"]) == pytest.approx(float(analysis.probs[0]), abs=1e-6)
+    heat = Image.open(folder / "heatmap.png")
+    scale = summary["heatmap_px_per_cell"]
+    assert heat.size == (analysis.grid.t_cols * scale, analysis.grid.t_rows * scale)
+    overlay = Image.open(folder / "overlay.png")
+    assert overlay.width >= analysis.thumbnail.shape[1]
+    json.loads((folder / "regions.geojson").read_text())
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="choose an output folder"):
+        write_json_atomic(blocker / "summary.json", {})
+
+
+def test_a_failed_write_leaves_no_file(tmp_path: Path) -> None:
+    class Boom:
+        pass
+
+    with pytest.raises(TypeError):
+        write_json_atomic(tmp_path / "x.json", {"bad": Boom()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unfinished_folder_has_no_summary(tmp_path: Path) -> None:
+    (tmp_path / "tiles.csv").write_text("x0\n")
+    assert read_summary(tmp_path) is None
+    (tmp_path / "summary.json").write_text("{ half")
+    assert read_summary(tmp_path) is None
