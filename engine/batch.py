@@ -63,16 +63,12 @@ class SlideOutcome:
         return None if self.summary is None else self.summary.get("score")
 
 
-def discover_slides(
-    folder: Path, recursive: bool = False, exclude: Path | None = None
-) -> list[SlideJob]:
+def discover_slides(folder: Path, recursive: bool = False, exclude: Path | None = None) -> list[SlideJob]:
     """Slides in ``folder`` (sorted), skipping anything under ``exclude`` (the output folder)."""
     if not folder.exists():
         raise SlideNotFoundError(f"{folder}: no such folder; check the path")
     if not folder.is_dir():
-        raise SlideNotFoundError(
-            f"{folder}: is a file; `batch` takes a folder (use `analyse` for one slide)"
-        )
+        raise SlideNotFoundError(f"{folder}: is a file; `batch` takes a folder (use `analyse` for one slide)")
     pattern = "**/*" if recursive else "*"
     excluded = exclude.resolve() if exclude else None
     files = sorted(
@@ -103,9 +99,7 @@ def _unique_names(jobs: list[SlideJob]) -> list[SlideJob]:
     for job in jobs:
         seen[job.name] = seen.get(job.name, 0) + 1
     return [
-        SlideJob(j.path, f"{j.name}{j.path.suffix.lower().replace('.', '_')}")
-        if seen[j.name] > 1
-        else j
+        SlideJob(j.path, f"{j.name}{j.path.suffix.lower().replace('.', '_')}") if seen[j.name] > 1 else j
         for j in jobs
     ]
 

@@ -33,43 +33,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-q", "--quiet", action="store_true", help="only errors and the result table"
-    )
+    common.add_argument("-q", "--quiet", action="store_true", help="only errors and the result table")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run_opts = argparse.ArgumentParser(add_help=False, parents=[common])
     run_opts.add_argument("--out", required=True, type=Path, help="folder for the results")
-    run_opts.add_argument(
-        "--model", type=Path, help="EquiTriage ONNX model (default: the shipped one)"
-    )
-    run_opts.add_argument(
-        "--mpp", type=_positive_float, help="µm per level-0 pixel, overriding the file"
-    )
+    run_opts.add_argument("--model", type=Path, help="EquiTriage ONNX model (default: the shipped one)")
+    run_opts.add_argument("--mpp", type=_positive_float, help="µm per level-0 pixel, overriding the file")
     run_opts.add_argument(
         "--stride", type=_positive_int, help="tile stride in model pixels (default: patch size)"
     )
     run_opts.add_argument(
         "--min-tissue", type=float, default=0.25, help="tissue fraction a tile needs (0..1)"
     )
-    run_opts.add_argument(
-        "--threads", type=_positive_int, help="inference threads (default: all cores)"
-    )
-    run_opts.add_argument(
-        "--read-threads", type=_positive_int, default=2, help="slide reading threads"
-    )
-    run_opts.add_argument(
-        "--batch-size", type=_positive_int, default=64, help="patches per inference batch"
-    )
+    run_opts.add_argument("--threads", type=_positive_int, help="inference threads (default: all cores)")
+    run_opts.add_argument("--read-threads", type=_positive_int, default=2, help="slide reading threads")
+    run_opts.add_argument("--batch-size", type=_positive_int, default=64, help="patches per inference batch")
 
-    p = sub.add_parser(
-        "analyse", aliases=["analyze"], parents=[run_opts], help="analyse one or more slides"
-    )
+    p = sub.add_parser("analyse", aliases=["analyze"], parents=[run_opts], help="analyse one or more slides")
     p.add_argument("slides", nargs="+", type=Path, metavar="SLIDE")
     p.set_defaults(func=cmd_analyse)
 
-    p = sub.add_parser(
-        "batch", parents=[run_opts], help="analyse every slide of a folder (resumable)"
-    )
+    p = sub.add_parser("batch", parents=[run_opts], help="analyse every slide of a folder (resumable)")
     p.add_argument("folder", type=Path, metavar="FOLDER")
     p.add_argument("--recursive", action="store_true", help="include sub-folders")
     p.set_defaults(func=cmd_batch)
@@ -123,9 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_START
     except EquiTriageError as exc:
         _error(str(exc))
-        return (
-            EXIT_START if args.command in ("analyse", "analyze", "batch", "model") else EXIT_FAILED
-        )
+        return EXIT_START if args.command in ("analyse", "analyze", "batch", "model") else EXIT_FAILED
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
@@ -227,9 +209,7 @@ class _TileBar:
         if self._bar is None:
             from tqdm import tqdm
 
-            self._bar = tqdm(
-                total=total, desc=self._name, unit="tile", leave=False, dynamic_ncols=True
-            )
+            self._bar = tqdm(total=total, desc=self._name, unit="tile", leave=False, dynamic_ncols=True)
         self._bar.n = done
         self._bar.refresh()
 
@@ -248,8 +228,7 @@ def _table(outcomes: list[Any]) -> str:
         rows.append((str(i), o.job.name, o.status, score, s.get("category", ""), area, o.error))
     widths = [max(len(r[c]) for r in rows) for c in range(6)]
     return "\n".join(
-        "  ".join(cell.ljust(widths[c]) if c < 6 else cell for c, cell in enumerate(r)).rstrip()
-        for r in rows
+        "  ".join(cell.ljust(widths[c]) if c < 6 else cell for c, cell in enumerate(r)).rstrip() for r in rows
     )
 
 
@@ -266,9 +245,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     jobs = discover_slides(args.folder, args.recursive, exclude=args.out)
     if not jobs:
-        _error(
-            f"no slides found in {args.folder}" + ("" if args.recursive else " (try --recursive)")
-        )
+        _error(f"no slides found in {args.folder}" + ("" if args.recursive else " (try --recursive)"))
         return EXIT_FAILED
     log.info("%d slides in %s", len(jobs), args.folder)
     return _run(args, jobs, resume=True)
@@ -305,15 +282,12 @@ def cmd_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_facts(
-    facts: dict[str, Any], skip: set[str], write: Callable[[str], None] = _out
-) -> None:
+def _print_facts(facts: dict[str, Any], skip: set[str], write: Callable[[str], None] = _out) -> None:
     width = max(len(k) for k in facts)
     for key, value in facts.items():
         if key not in skip:
-            write(
-                f"{key.ljust(width)}  {json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value}"
-            )
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            write(f"{key.ljust(width)}  {text}")
 
 
 if __name__ == "__main__":

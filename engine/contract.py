@@ -20,7 +20,7 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True)
 class TriagePolicy:
-    """How tile probabilities become a slide verdict (thresholds chosen and stated in the model card)."""
+    """How tile probabilities become a slide verdict; the model card says how the thresholds were chosen."""
 
     tile_threshold: float = 0.5
     top_k: int = 10
@@ -82,9 +82,7 @@ class ModelContract:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ContractError(
-                f"model contract is not valid JSON ({exc}); re-export the model"
-            ) from exc
+            raise ContractError(f"model contract is not valid JSON ({exc}); re-export the model") from exc
         if not isinstance(data, dict):
             raise ContractError("model contract is not a JSON object; re-export the model")
         version = data.pop("format_version", None)

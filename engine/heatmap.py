@@ -19,11 +19,7 @@ _COLOURS = np.array(
 def colour_lut() -> NDArray[np.uint8]:
     """256 x 3 colour table for probabilities 0..1."""
     x = np.linspace(0.0, 1.0, 256)
-    return (
-        np.stack([np.interp(x, _STOPS, _COLOURS[:, c]) for c in range(3)], axis=1)
-        .round()
-        .astype(np.uint8)
-    )
+    return np.stack([np.interp(x, _STOPS, _COLOURS[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
 
 
 _LUT = colour_lut()
@@ -43,9 +39,7 @@ def heatmap_image(probs: NDArray[np.float32], min_side_px: int = 512) -> tuple[I
     """The grid one cell per block of ``scale`` pixels (nearest), so it is readable as a picture."""
     scale = max(1, -(-min_side_px // max(1, max(probs.shape))))
     img = Image.fromarray(colourise(probs), "RGBA")
-    return img.resize(
-        (probs.shape[1] * scale, probs.shape[0] * scale), Image.Resampling.NEAREST
-    ), scale
+    return img.resize((probs.shape[1] * scale, probs.shape[0] * scale), Image.Resampling.NEAREST), scale
 
 
 def overlay_image(

@@ -69,7 +69,7 @@ class Model:
 
     @classmethod
     def load(cls, path: str | Path | None = None, threads: int | None = None) -> Model:
-        """Load an EquiTriage ONNX model; ``None`` loads the shipped one. ``threads`` None = all cores."""
+        """Load an EquiTriage ONNX model (``None``: the shipped one) on ``threads`` (None: all cores)."""
         import onnxruntime as ort
 
         p = Path(path) if path is not None else default_model_path()
@@ -80,9 +80,7 @@ class Model:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         try:
-            session = ort.InferenceSession(
-                str(p), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            session = ort.InferenceSession(str(p), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises several unrelated types for bad files
             raise ModelError(
                 f"{p.name}: not a valid ONNX model ({_first_line(exc)}); re-export or re-download it"
@@ -95,9 +93,7 @@ class Model:
     def predict(self, patches: NDArray[np.uint8], batch_size: int = 64) -> NDArray[np.float32]:
         """Tumour probability of each uint8 RGB patch (N x H x W x 3) -> float32 (N,)."""
         if patches.ndim != 4 or patches.shape[-1] != 3 or patches.dtype != np.uint8:
-            raise ValueError(
-                f"patches must be uint8 N x H x W x 3, got {patches.dtype} {patches.shape}"
-            )
+            raise ValueError(f"patches must be uint8 N x H x W x 3, got {patches.dtype} {patches.shape}")
         out = np.empty(len(patches), dtype=np.float32)
         for start in range(0, len(patches), batch_size):
             chunk = patches[start : start + batch_size]
@@ -111,8 +107,8 @@ class Model:
         logits = np.asarray(logits, dtype=np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         expd = np.exp(logits)
-        probs = expd[:, c.positive_index] / expd.sum(axis=1)
-        return probs.astype(np.float32)
+        probs: NDArray[np.float32] = (expd[:, c.positive_index] / expd.sum(axis=1)).astype(np.float32)
+        return probs
 
 
 def _check_io(session: object, contract: ModelContract, path: Path) -> None:

@@ -44,8 +44,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     except OSError as exc:
         _discard(tmp)
         raise OutputError(
-            f"cannot write {path} ({exc.strerror or exc}); "
-            "choose an output folder you can write to"
+            f"cannot write {path} ({exc.strerror or exc}); choose an output folder you can write to"
         ) from exc
     except BaseException:
         _discard(tmp)
@@ -58,7 +57,10 @@ def _discard(path: Path) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    _atomic(path, lambda tmp: tmp.write_bytes(data))
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    _atomic(path, write)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -147,9 +149,7 @@ def build_summary(
         "heatmap_px_per_cell": heatmap_scale,
         "timings_s": {
             **analysis.timings_s,
-            "tiles_per_s": round(
-                v.tiles_analysed / max(analysis.timings_s.get("tiles", 0), 1e-9), 1
-            ),
+            "tiles_per_s": round(v.tiles_analysed / max(analysis.timings_s.get("tiles", 0), 1e-9), 1),
         },
         "outputs": [TILES, HEATMAP, OVERLAY, TISSUE, REGIONS],
     }

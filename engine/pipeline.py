@@ -154,9 +154,7 @@ def analyse_slide(
     if progress:
         progress(0, len(t_cols))
     infer_s = 0.0
-    for start, patches in _read_batches(
-        slide, boxes, level, read_side, grid.input_px, params, cancel
-    ):
+    for start, patches in _read_batches(slide, boxes, level, read_side, grid.input_px, params, cancel):
         t0 = time.perf_counter()
         batch_probs = model.predict(patches, batch_size=params.batch_size)
         infer_s += time.perf_counter() - t0

@@ -19,7 +19,7 @@ from engine.contract import ModelContract
 def _mask_cached(size_px: int, radius_px: float) -> NDArray[np.bool_]:
     centre = (size_px - 1) / 2.0
     yy, xx = np.mgrid[0:size_px, 0:size_px]
-    mask = (yy - centre) ** 2 + (xx - centre) ** 2 <= radius_px**2
+    mask: NDArray[np.bool_] = (yy - centre) ** 2 + (xx - centre) ** 2 <= radius_px**2
     mask.setflags(write=False)
     return mask
 
@@ -62,7 +62,7 @@ def normalise(
     std: tuple[float, float, float],
     mask: NDArray[np.bool_],
 ) -> NDArray[np.float32]:
-    """uint8 N x H x W x 3 -> float32 N x 3 x H x W: ``(x/255 - mean)/std``, zero outside ``mask``."""
+    """uint8 NHWC -> float32 NCHW: ``(x/255 - mean)/std``, zero outside ``mask``."""
     x = patches.astype(np.float32) * np.float32(1.0 / 255.0)
     x -= np.asarray(mean, dtype=np.float32)
     x *= np.asarray(1.0 / np.asarray(std, dtype=np.float64), dtype=np.float32)

@@ -153,9 +153,7 @@ def regions_geojson(regions: list[Region], model_version: str) -> dict[str, Any]
     features = []
     for i, region in enumerate(regions, start=1):
         # GeoJSON wants closed rings; exterior first, then holes.
-        coords = [
-            [[round(x, 1), round(y, 1)] for x, y in (*ring, ring[0])] for ring in region.rings
-        ]
+        coords = [[[round(x, 1), round(y, 1)] for x, y in (*ring, ring[0])] for ring in region.rings]
         features.append(
             {
                 "type": "Feature",

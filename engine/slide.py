@@ -63,9 +63,7 @@ class Slide(ABC):
         raise KeyError(name)
 
     @abstractmethod
-    def read_region(
-        self, l0_xy: tuple[int, int], level: int, lvl_size: tuple[int, int]
-    ) -> NDArray[np.uint8]:
+    def read_region(self, l0_xy: tuple[int, int], level: int, lvl_size: tuple[int, int]) -> NDArray[np.uint8]:
         """RGB pixels of ``lvl_size`` (w, h) at ``level``, top-left at level-0 ``l0_xy``."""
 
     def with_mpp(self, mpp: float) -> Slide:
@@ -109,7 +107,7 @@ class Slide(ABC):
             pixels = np.asarray(img)
         return pixels, l0_w / out_w
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - only file-backed slides hold anything
         """Release the file."""
 
     def __enter__(self) -> Slide:
@@ -175,9 +173,7 @@ class ArraySlide(Slide):
         self.level_dimensions = tuple(dims)
         self.level_downsamples = tuple(dss)
 
-    def read_region(
-        self, l0_xy: tuple[int, int], level: int, lvl_size: tuple[int, int]
-    ) -> NDArray[np.uint8]:
+    def read_region(self, l0_xy: tuple[int, int], level: int, lvl_size: tuple[int, int]) -> NDArray[np.uint8]:
         ds = self.level_downsamples[level]
         src = self._levels[level]
         lvl_x, lvl_y = round(l0_xy[0] / ds), round(l0_xy[1] / ds)
@@ -227,9 +223,7 @@ class OpenSlideSlide(Slide):
         except self._openslide.OpenSlideError as exc:
             raise SlideReadError(f"{self.name}: cannot read its {name} image ({exc})") from exc
 
-    def read_region(
-        self, l0_xy: tuple[int, int], level: int, lvl_size: tuple[int, int]
-    ) -> NDArray[np.uint8]:
+    def read_region(self, l0_xy: tuple[int, int], level: int, lvl_size: tuple[int, int]) -> NDArray[np.uint8]:
         try:
             rgba = self._osr.read_region(l0_xy, level, lvl_size)
         except self._openslide.OpenSlideError as exc:

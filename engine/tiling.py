@@ -60,7 +60,7 @@ def plan_grid(
     input_px: int,
     stride_px: int | None = None,
 ) -> TileGrid:
-    """Lay whole tiles over the slide, from its top-left corner; partial tiles at the edges are dropped."""
+    """Whole tiles over the slide from its top-left corner; partial tiles at the edges are dropped."""
     if stride_px is None:
         stride_px = input_px
     if stride_px < 1:
@@ -108,13 +108,9 @@ def tissue_fractions(
     cols = np.arange(grid.t_cols)
     rows = np.arange(grid.t_rows)
     x0 = np.clip(np.floor(cols * grid.l0_stride_px / thumb_downsample), 0, w - 1).astype(int)
-    x1 = np.clip(
-        np.ceil((cols * grid.l0_stride_px + grid.l0_tile_px) / thumb_downsample), 1, w
-    ).astype(int)
+    x1 = np.clip(np.ceil((cols * grid.l0_stride_px + grid.l0_tile_px) / thumb_downsample), 1, w).astype(int)
     y0 = np.clip(np.floor(rows * grid.l0_stride_px / thumb_downsample), 0, h - 1).astype(int)
-    y1 = np.clip(
-        np.ceil((rows * grid.l0_stride_px + grid.l0_tile_px) / thumb_downsample), 1, h
-    ).astype(int)
+    y1 = np.clip(np.ceil((rows * grid.l0_stride_px + grid.l0_tile_px) / thumb_downsample), 1, h).astype(int)
     x1 = np.maximum(x1, x0 + 1)
     y1 = np.maximum(y1, y0 + 1)
     total = (

@@ -45,7 +45,7 @@ def detect_tissue(rgb: NDArray[np.uint8], cleanup_px: int = 3) -> NDArray[np.boo
     """Boolean tissue mask of a thumbnail; ``cleanup_px`` is the opening/closing window (odd)."""
     sat = saturation(rgb)
     threshold = max(otsu_threshold(sat), MIN_SATURATION)
-    mask = (sat > threshold) & (rgb.max(axis=2) > MAX_DARKNESS)
+    mask: NDArray[np.bool_] = (sat > threshold) & (rgb.max(axis=2) > MAX_DARKNESS)
     if cleanup_px > 1 and mask.any():
         mask = _open_close(mask, cleanup_px)
     return mask

@@ -56,9 +56,7 @@ def colour_graph(input_px: int = INPUT_PX, opset: int = 17) -> onnx.ModelProto:
     return model
 
 
-def write_model(
-    path: Path, contract: ModelContract | None = None, metadata: str | None = None
-) -> Path:
+def write_model(path: Path, contract: ModelContract | None = None, metadata: str | None = None) -> Path:
     """Write the colour model with ``contract`` (or raw ``metadata`` text) in its metadata."""
     model = colour_graph(contract.input_size if contract else INPUT_PX)
     text = metadata if metadata is not None else (contract or make_contract()).to_json()

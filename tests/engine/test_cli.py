@@ -18,10 +18,16 @@ from tests.conftest import REPO
 from tests.onnx_models import write_model
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "engine", *args], capture_output=True, text=True, cwd=REPO,
-        env={**os.environ, **(env or {})}, timeout=timeout,
+        [sys.executable, "-m", "engine", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
     )
 
 
@@ -38,7 +44,14 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_analyse_a_real_slide(shared_data: Path, model_path: Path, tmp_path: Path) -> None:
-    proc = run_cli("analyse", str(shared_data / "slides" / "CMU-1-Small-Region.svs"), "--out", str(tmp_path), "--model", str(model_path))
+    proc = run_cli(
+        "analyse",
+        str(shared_data / "slides" / "CMU-1-Small-Region.svs"),
+        "--out",
+        str(tmp_path),
+        "--model",
+        str(model_path),
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "CMU-1-Small-Region" / "summary.json").read_text())
     assert summary["slide"]["vendor"] == "aperio"
@@ -59,7 +72,9 @@ def test_analyse_a_real_slide(shared_data: Path, model_path: Path, tmp_path: Pat
         ("slides/small_16x16.svs", [], "smaller than one model patch"),
     ],
 )
-def test_bad_slides_fail_with_one_clear_line(shared_data: Path, model_path: Path, tmp_path: Path, slide: str, extra: list[str], fragment: str) -> None:
+def test_bad_slides_fail_with_one_clear_line(
+    shared_data: Path, model_path: Path, tmp_path: Path, slide: str, extra: list[str], fragment: str
+) -> None:
     path = shared_data / slide if slide != "missing.svs" else tmp_path / slide
     proc = run_cli("analyse", str(path), "--out", str(tmp_path / "out"), "--model", str(model_path), *extra)
     assert proc.returncode == 1
@@ -71,12 +86,25 @@ def test_bad_slides_fail_with_one_clear_line(shared_data: Path, model_path: Path
 
 @pytest.mark.parametrize(
     ("model_arg", "fragment"),
-    [("missing.onnx", "no model file"), ("corrupt.onnx", "not a valid ONNX model"), ("plain.onnx", "no EquiTriage contract")],
+    [
+        ("missing.onnx", "no model file"),
+        ("corrupt.onnx", "not a valid ONNX model"),
+        ("plain.onnx", "no EquiTriage contract"),
+    ],
 )
-def test_bad_models_stop_before_any_slide(shared_data: Path, tmp_path: Path, model_arg: str, fragment: str) -> None:
+def test_bad_models_stop_before_any_slide(
+    shared_data: Path, tmp_path: Path, model_arg: str, fragment: str
+) -> None:
     (tmp_path / "corrupt.onnx").write_bytes(b"junk" * 50)
     write_model(tmp_path / "plain.onnx", metadata="")
-    proc = run_cli("analyse", str(shared_data / "slides" / "CMU-1-Small-Region.svs"), "--out", str(tmp_path / "o"), "--model", str(tmp_path / model_arg))
+    proc = run_cli(
+        "analyse",
+        str(shared_data / "slides" / "CMU-1-Small-Region.svs"),
+        "--out",
+        str(tmp_path / "o"),
+        "--model",
+        str(tmp_path / model_arg),
+    )
     assert proc.returncode == 3
     assert_one_line_error(proc, fragment)
 
@@ -90,7 +118,14 @@ def test_no_shipped_model_says_to_pass_one(shared_data: Path, tmp_path: Path) ->
 def test_unwritable_output_folder(shared_data: Path, model_path: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    proc = run_cli("analyse", str(shared_data / "slides" / "CMU-1-Small-Region.svs"), "--out", str(blocker / "out"), "--model", str(model_path))
+    proc = run_cli(
+        "analyse",
+        str(shared_data / "slides" / "CMU-1-Small-Region.svs"),
+        "--out",
+        str(blocker / "out"),
+        "--model",
+        str(model_path),
+    )
     assert proc.returncode == 3
     assert_one_line_error(proc, "choose an output folder")
 
@@ -146,10 +181,24 @@ def test_batch_reports_broken_slides_and_goes_on(shared_data: Path, model_path: 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_batch_killed_half_way_resumes(shared_data: Path, model_path: Path, tmp_path: Path, sig: signal.Signals) -> None:
+def test_batch_killed_half_way_resumes(
+    shared_data: Path, model_path: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
     folder = slide_folder(shared_data, tmp_path, copies=6)
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "engine", "batch", str(folder), "--out", str(out), "--model", str(model_path), "--threads", "1"]
+    args = [
+        sys.executable,
+        "-m",
+        "engine",
+        "batch",
+        str(folder),
+        "--out",
+        str(out),
+        "--model",
+        str(model_path),
+        "--threads",
+        "1",
+    ]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not list(out.glob("*/summary.json")) and time.monotonic() < deadline:
@@ -170,7 +219,9 @@ def test_batch_killed_half_way_resumes(shared_data: Path, model_path: Path, tmp_
     assert done.returncode == 1  # the broken slide
 
 
-def test_engine_never_opens_a_network_connection(shared_data: Path, model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_never_opens_a_network_connection(
+    shared_data: Path, model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import socket
 
     attempts: list[object] = []
@@ -183,7 +234,17 @@ def test_engine_never_opens_a_network_connection(shared_data: Path, model_path: 
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-    code = main(["analyse", str(shared_data / "slides" / "CMU-1-Small-Region.svs"), "--out", str(tmp_path), "--model", str(model_path), "-q"])
+    code = main(
+        [
+            "analyse",
+            str(shared_data / "slides" / "CMU-1-Small-Region.svs"),
+            "--out",
+            str(tmp_path),
+            "--model",
+            str(model_path),
+            "-q",
+        ]
+    )
     assert code == 0
     assert attempts == []
 
@@ -192,7 +253,8 @@ def test_engine_does_not_import_torch_qt_or_training() -> None:
     code = (
         "import sys, engine.cli, engine.batch, engine.pipeline, engine.outputs, engine.model, engine.slide\n"
         "engine.cli.build_parser()\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'e2cnn', 'PySide6', 'training', 'gui', 'scipy')]\n"
+        "banned = {'torch', 'e2cnn', 'PySide6', 'training', 'gui', 'scipy'}\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in banned]\n"
         "print(','.join(bad))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)

@@ -54,7 +54,13 @@ def test_missing_contract_says_how_to_get_one() -> None:
 
 @pytest.mark.parametrize(
     ("score", "category"),
-    [(None, "no tissue"), (0.95, "high suspicion"), (0.9, "high suspicion"), (0.6, "intermediate"), (0.1, "low suspicion")],
+    [
+        (None, "no tissue"),
+        (0.95, "high suspicion"),
+        (0.9, "high suspicion"),
+        (0.6, "intermediate"),
+        (0.1, "low suspicion"),
+    ],
 )
 def test_triage_categories_follow_thresholds(score: float | None, category: str) -> None:
     assert TriagePolicy(high_threshold=0.9, low_threshold=0.5).category(score) == category

@@ -77,22 +77,33 @@ def test_env_var_chooses_the_default_model(model_path: Path, monkeypatch: pytest
 
 
 def test_int8_qdq_model_runs(tmp_path: Path, model: Model) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     rng = np.random.default_rng(0)
     patches = rng.integers(0, 256, size=(32, 95, 95, 3), dtype=np.uint8)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.items = iter([{"input": prepare(patches[i : i + 8], model.contract)} for i in range(0, 32, 8)])
+            self.items = iter(
+                [{"input": prepare(patches[i : i + 8], model.contract)} for i in range(0, 32, 8)]
+            )
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
 
     out = tmp_path / "int8.onnx"
     quantize_static(
-        str(model.path), str(out), Reader(), quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        str(model.path),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
     )
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
     int8 = Model.load(out, threads=1)

@@ -23,13 +23,20 @@ def test_only_tissue_tiles_are_analysed(tissue_slide: ArraySlide, model: Model) 
     cy = boxes[:, 1] + boxes[:, 3] / 2
     assert ((cx > 450) & (cx < 1550) & (cy > 350) & (cy < 1150)).all()
     # And every tile fully inside the tissue is analysed.
-    inside = sum(1 for c in range(21) for r in range(15) if c * 95 >= 500 and c * 95 + 95 <= 1500 and r * 95 >= 400 and r * 95 + 95 <= 1100)
+    inside = sum(
+        1
+        for c in range(21)
+        for r in range(15)
+        if c * 95 >= 500 and c * 95 + 95 <= 1500 and r * 95 >= 400 and r * 95 + 95 <= 1100
+    )
     assert len(boxes) >= inside
 
 
 def test_probabilities_equal_the_model_on_the_same_pixels(tissue_slide: ArraySlide, model: Model) -> None:
     result = analyse_slide(tissue_slide, model, AnalysisParams(batch_size=7, read_threads=3))
-    patches = np.stack([tissue_slide.read_region((int(x), int(y)), 0, (95, 95)) for x, y, _, _ in result.l0_boxes])
+    patches = np.stack(
+        [tissue_slide.read_region((int(x), int(y)), 0, (95, 95)) for x, y, _, _ in result.l0_boxes]
+    )
     np.testing.assert_allclose(result.probs, model.predict(patches), atol=1e-6)
     assert result.verdict.tiles_analysed == len(result.probs)
 
@@ -37,7 +44,13 @@ def test_probabilities_equal_the_model_on_the_same_pixels(tissue_slide: ArraySli
 def test_progress_and_partial_results_cover_every_tile(tissue_slide: ArraySlide, model: Model) -> None:
     seen: list[tuple[int, int]] = []
     batches: list[TileBatch] = []
-    result = analyse_slide(tissue_slide, model, AnalysisParams(batch_size=10), progress=lambda d, t: seen.append((d, t)), on_batch=batches.append)
+    result = analyse_slide(
+        tissue_slide,
+        model,
+        AnalysisParams(batch_size=10),
+        progress=lambda d, t: seen.append((d, t)),
+        on_batch=batches.append,
+    )
     total = len(result.probs)
     assert seen[0] == (0, total) and seen[-1] == (total, total)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
