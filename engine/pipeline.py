@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,6 +21,7 @@ from PIL import Image
 
 from engine.errors import CancelledError, SlideTooSmallError
 from engine.model import Model
+from engine.preprocess import prepare
 from engine.slide import Slide
 from engine.tiling import TileGrid, choose_level, lvl_read_size, plan_grid, tissue_fractions
 from engine.tissue import detect_tissue
@@ -154,9 +156,12 @@ def analyse_slide(
     if progress:
         progress(0, len(t_cols))
     infer_s = 0.0
-    for start, patches in _read_batches(slide, boxes, level, read_side, grid.input_px, params, cancel):
+    batches = _read_batches(
+        slide, boxes, level, read_side, grid.input_px, params, cancel, lambda p: prepare(p, contract)
+    )
+    for start, inputs in batches:
         t0 = time.perf_counter()
-        batch_probs = model.predict(patches, batch_size=params.batch_size)
+        batch_probs = model.predict_prepared(inputs)
         infer_s += time.perf_counter() - t0
         stop = start + len(batch_probs)
         probs[start:stop] = batch_probs
@@ -197,10 +202,15 @@ def _read_batches(
     input_px: int,
     params: AnalysisParams,
     cancel: threading.Event | None,
-) -> Iterator[tuple[int, NDArray[np.uint8]]]:
-    """Yield (first index, uint8 patches) per batch, in order, reading ahead in a thread pool."""
+    transform: Callable[[NDArray[np.uint8]], NDArray[Any]] | None = None,
+) -> Iterator[tuple[int, NDArray[Any]]]:
+    """Yield (first index, patches) per batch, in order, reading ahead in a thread pool.
 
-    def read(start: int) -> NDArray[np.uint8]:
+    ``transform`` (the model's preprocessing) runs in the reader threads too, so the calling
+    thread only runs the model.
+    """
+
+    def read(start: int) -> NDArray[Any]:
         chunk = l0_boxes[start : start + params.batch_size]
         out = np.empty((len(chunk), input_px, input_px, 3), dtype=np.uint8)
         for i, (x0, y0, _, _) in enumerate(chunk):
@@ -208,11 +218,11 @@ def _read_batches(
                 break
             pixels = slide.read_region((int(x0), int(y0)), level, (read_side, read_side))
             out[i] = resize_patch(pixels, input_px)
-        return out
+        return transform(out) if transform else out
 
     starts = range(0, len(l0_boxes), params.batch_size)
     pool = ThreadPoolExecutor(max_workers=max(1, params.read_threads), thread_name_prefix="read")
-    pending: deque[tuple[int, Future[NDArray[np.uint8]]]] = deque()
+    pending: deque[tuple[int, Future[NDArray[Any]]]] = deque()
     try:
         for start in starts:
             pending.append((start, pool.submit(read, start)))
@@ -227,8 +237,8 @@ def _read_batches(
 
 
 def _next_ready(
-    pending: deque[tuple[int, Future[NDArray[np.uint8]]]], cancel: threading.Event | None
-) -> tuple[int, NDArray[np.uint8]]:
+    pending: deque[tuple[int, Future[NDArray[Any]]]], cancel: threading.Event | None
+) -> tuple[int, NDArray[Any]]:
     if cancel is not None and cancel.is_set():
         raise CancelledError("analysis cancelled")
     start, fut = pending.popleft()
