@@ -46,6 +46,21 @@ def default_model_path() -> Path:
     )
 
 
+def verify_shipped(path: Path, sha256: str) -> None:
+    """Check the shipped model against the sha256 recorded beside it (required in a frozen bundle)."""
+    record = path.with_name(path.name + ".sha256")
+    if not record.is_file():
+        if getattr(sys, "frozen", False):
+            raise ModelError("the shipped model's checksum record is missing; reinstall EquiTriage")
+        return
+    expected = record.read_text(encoding="ascii", errors="replace").split()
+    if not expected or expected[0].lower() != sha256:
+        raise ModelError(
+            f"{path.name}: the shipped model file is damaged or was modified (sha256 mismatch); "
+            "reinstall EquiTriage"
+        )
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -75,6 +90,9 @@ class Model:
         p = Path(path) if path is not None else default_model_path()
         if not p.is_file():
             raise ModelNotFoundError(f"{p}: no model file there; check the --model path")
+        sha256 = file_sha256(p)
+        if path is None:
+            verify_shipped(p, sha256)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
         options.inter_op_num_threads = 1
@@ -88,7 +106,7 @@ class Model:
         contract = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map)
         _check_io(session, contract, p)
         log.info("loaded model %s (%s)", p, contract.model_version)
-        return cls(session, contract, p, file_sha256(p))
+        return cls(session, contract, p, sha256)
 
     def predict(self, patches: NDArray[np.uint8], batch_size: int = 64) -> NDArray[np.float32]:
         """Tumour probability of each uint8 RGB patch (N x H x W x 3) -> float32 (N,)."""

@@ -109,3 +109,23 @@ def test_int8_qdq_model_runs(tmp_path: Path, model: Model) -> None:
     int8 = Model.load(out, threads=1)
     assert int8.contract == model.contract
     np.testing.assert_allclose(int8.predict(patches), model.predict(patches), atol=0.05)
+
+
+def test_shipped_model_is_checked_against_its_recorded_sha256(
+    tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = tmp_path / "model.onnx"
+    shipped.write_bytes(model_path.read_bytes())
+    record = tmp_path / "model.onnx.sha256"
+    record.write_text(Model.load(model_path, threads=1).sha256 + "\n")
+    monkeypatch.setenv(MODEL_ENV, str(shipped))
+    assert Model.load(None, threads=1).version == "test-colour-1"
+    write_model(shipped, make_contract(model_version="swapped"))  # tampered: another valid model
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        Model.load(None, threads=1)
+    # An explicit --model is the user's choice and is not checked against the record.
+    assert Model.load(shipped, threads=1).version == "swapped"
+    record.unlink()
+    monkeypatch.setattr("sys.frozen", True, raising=False)
+    with pytest.raises(ModelError, match="checksum record is missing"):
+        Model.load(None, threads=1)
