@@ -21,12 +21,18 @@ from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.model import Model  # noqa: E402
-from engine.pipeline import THUMB_MAX_SIDE, THUMB_MIN_SIDE, THUMB_PX_PER_TILE, AnalysisParams  # noqa: E402
-from engine.pipeline import _read_batches, analyse_slide  # noqa: E402
-from engine.slide import Slide, open_slide  # noqa: E402
-from engine.tiling import choose_level, lvl_read_size, plan_grid, tissue_fractions  # noqa: E402
-from engine.tissue import detect_tissue  # noqa: E402
+from engine.model import Model
+from engine.pipeline import (
+    THUMB_MAX_SIDE,
+    THUMB_MIN_SIDE,
+    THUMB_PX_PER_TILE,
+    AnalysisParams,
+    _read_batches,
+    analyse_slide,
+)
+from engine.slide import Slide, open_slide
+from engine.tiling import choose_level, lvl_read_size, plan_grid, tissue_fractions
+from engine.tissue import detect_tissue
 
 MODES = ("read_only", "model_only", "end_to_end")
 

@@ -25,13 +25,19 @@ def colour_lut() -> NDArray[np.uint8]:
 _LUT = colour_lut()
 
 
-def colourise(probs: NDArray[np.float32], alpha: int = 255) -> NDArray[np.uint8]:
-    """RGBA image of a probability grid; NaN (not analysed) is fully transparent."""
+def colourise(probs: NDArray[np.float32], alpha: int = 255, fade_low: bool = False) -> NDArray[np.uint8]:
+    """RGBA image of a probability grid; NaN (not analysed) is fully transparent.
+
+    With ``fade_low`` the opacity grows with the probability (20% of ``alpha`` at 0), so unlikely
+    tiles tint the tissue lightly and the suspicious ones stand out.
+    """
     valid = np.isfinite(probs)
-    idx = np.clip(np.nan_to_num(probs, nan=0.0) * 255 + 0.5, 0, 255).astype(np.uint8)
+    p = np.clip(np.nan_to_num(probs, nan=0.0), 0.0, 1.0)
+    idx = (p * 255 + 0.5).astype(np.uint8)
     rgba = np.zeros((*probs.shape, 4), dtype=np.uint8)
     rgba[..., :3] = _LUT[idx]
-    rgba[..., 3] = np.where(valid, alpha, 0)
+    weight = 0.2 + 0.8 * p if fade_low else np.ones_like(p)
+    rgba[..., 3] = np.where(valid, np.round(alpha * weight), 0).astype(np.uint8)
     return rgba
 
 
@@ -47,7 +53,7 @@ def overlay_image(
     thumb_downsample: float,
     grid: TileGrid,
     probs: NDArray[np.float32],
-    opacity: float = 0.5,
+    opacity: float = 0.6,
     caption: str = "",
     threshold: float | None = None,
 ) -> Image.Image:
@@ -57,7 +63,7 @@ def overlay_image(
     """
     base = Image.fromarray(thumbnail).convert("RGBA")
     shown = probs if threshold is None else np.where(probs >= threshold, probs, np.nan)
-    heat = Image.fromarray(colourise(shown, alpha=round(255 * opacity)), "RGBA")
+    heat = Image.fromarray(colourise(shown, alpha=round(255 * opacity), fade_low=True), "RGBA")
     off_x, off_y = grid.l0_cell_corner(0, 0)
     end_x, end_y = grid.l0_cell_corner(grid.t_cols, grid.t_rows)
     box = (

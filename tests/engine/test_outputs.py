@@ -60,3 +60,15 @@ def test_unfinished_folder_has_no_summary(tmp_path: Path) -> None:
     assert read_summary(tmp_path) is None
     (tmp_path / "summary.json").write_text("{ half")
     assert read_summary(tmp_path) is None
+
+
+def test_colourise_maps_probabilities_and_hides_missing_tiles() -> None:
+    import numpy as np
+
+    from engine.heatmap import colourise
+
+    probs = np.array([[0.0, 1.0, np.nan]], dtype=np.float32)
+    rgba = colourise(probs, alpha=200, fade_low=True)
+    assert tuple(rgba[0, 0, :3]) == (49, 54, 149) and tuple(rgba[0, 1, :3]) == (165, 0, 38)
+    assert rgba[0, 0, 3] == 40 and rgba[0, 1, 3] == 200 and rgba[0, 2, 3] == 0
+    assert (colourise(probs)[0, :2, 3] == 255).all()

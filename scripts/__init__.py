@@ -1,0 +1,1 @@
+"""Developer scripts: demo and benchmark slide builders."""

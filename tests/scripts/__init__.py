@@ -1,0 +1,1 @@
+"""Tests of the demo / benchmark slide builders in scripts/."""
