@@ -259,3 +259,21 @@ def test_engine_does_not_import_torch_qt_or_training() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert proc.stdout.strip() == ""
+
+
+def test_all_glass_image_is_a_valid_no_tissue_result(model_path: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    glass = tmp_path / "glass.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray((236 + rng.integers(0, 6, (600, 800, 3))).astype(np.uint8)).save(glass)
+    proc = run_cli(
+        "analyse", str(glass), "--out", str(tmp_path / "o"), "--model", str(model_path), "--mpp", "0.5"
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "o" / "glass" / "summary.json").read_text())
+    assert summary["score"] is None and summary["category"] == "no tissue"
+    assert summary["tiles"]["analysed"] == 0 and summary["regions"] == 0
+    assert read_rows(tmp_path / "o" / "glass" / "tiles.csv") == []
+    assert json.loads((tmp_path / "o" / "glass" / "regions.geojson").read_text())["features"] == []
