@@ -99,9 +99,7 @@ def grid_from_summary(summary: dict[str, Any]) -> TileGrid:
             stride_px=int(summary["parameters"]["stride_px"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise ResultsError(
-            f"summary.json lacks the tile grid ({exc}); analyse the slide again"
-        ) from exc
+        raise ResultsError(f"summary.json lacks the tile grid ({exc}); analyse the slide again") from exc
 
 
 def load_saved(folder: Path) -> SavedAnalysis | None:
@@ -120,9 +118,7 @@ def load_saved(folder: Path) -> SavedAnalysis | None:
                 ys.append(int(row["y0"]))
                 ps.append(float(row["prob"]))
     except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise ResultsError(
-            f"{folder / TILES}: cannot be read back ({exc}); analyse the slide again"
-        ) from exc
+        raise ResultsError(f"{folder / TILES}: cannot be read back ({exc}); analyse the slide again") from exc
     stride = grid.l0_stride_px if grid.l0_stride_px > 0 else 1.0
     t_cols = np.rint(np.asarray(xs, dtype=np.float64) / stride).astype(np.int64)
     t_rows = np.rint(np.asarray(ys, dtype=np.float64) / stride).astype(np.int64)

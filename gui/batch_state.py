@@ -1,0 +1,132 @@
+"""Qt-free state of a folder triage: one row per slide, updated as the batch runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.batch import SlideJob, SlideOutcome
+from engine.outputs import read_summary
+from gui.state import Observable
+
+# The engine's messages name CLI options; say what to do in the app instead.
+_CLI_HINTS = (
+    (
+        "; pass --mpp (e.g. --mpp 0.25 for a 40x scan, 0.5 for 20x)",
+        "; open it on its own (double-click) to enter its µm/px and analyse it",
+    ),
+    ("(check --mpp)", "(check its µm/px)"),
+    ("check the --model path", "check the model file in File ▸ Settings"),
+    ("pass --model PATH to an EquiTriage ONNX model", "choose an EquiTriage ONNX model"),
+)
+
+
+def for_app(message: str) -> str:
+    """An engine message with command-line advice replaced by what to do in the app."""
+    for cli, app in _CLI_HINTS:
+        message = message.replace(cli, app)
+    return message
+
+
+STATUS_ORDER = {"failed": 0, "running": 1, "queued": 2, "cancelled": 3, "saved": 4, "done": 5}
+
+
+@dataclass
+class BatchRow:
+    job: SlideJob
+    status: str = "queued"
+    done: int = 0
+    total: int = 0
+    summary: dict[str, Any] | None = None
+    error: str = ""
+
+    @property
+    def score(self) -> float | None:
+        value = None if self.summary is None else self.summary.get("score")
+        return None if value is None else float(value)
+
+    @property
+    def category(self) -> str:
+        return "" if self.summary is None else str(self.summary.get("category", ""))
+
+    @property
+    def model_version(self) -> str:
+        return "" if self.summary is None else str(self.summary.get("model", {}).get("version", ""))
+
+    @property
+    def fraction(self) -> float:
+        if self.status in ("done", "saved"):
+            return 1.0
+        return self.done / self.total if self.total else 0.0
+
+
+class BatchState(Observable):
+    """Rows of a folder; events ``"rows"`` (all replaced) and ``"row:<index>"`` (one changed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder: Path | None = None
+        self.out_dir: Path | None = None
+        self.rows: list[BatchRow] = []
+        self._index: dict[str, int] = {}
+
+    def load(self, folder: Path, out_dir: Path, jobs: list[SlideJob]) -> None:
+        """New rows for ``jobs``; slides with results on disk start as ``saved``."""
+        self.folder = folder
+        self.out_dir = out_dir
+        self.rows = []
+        for job in jobs:
+            summary = read_summary(out_dir / job.name)
+            self.rows.append(BatchRow(job, "saved" if summary else "queued", summary=summary))
+        self._index = {row.job.name: i for i, row in enumerate(self.rows)}
+        self._emit("rows")
+
+    def row_of(self, job: SlideJob) -> int | None:
+        return self._index.get(job.name)
+
+    def _changed(self, i: int) -> None:
+        self._emit(f"row:{i}")
+
+    def mark_queued(self) -> None:
+        for i, row in enumerate(self.rows):
+            if row.status in ("failed", "cancelled", "running"):
+                row.status, row.error, row.done, row.total = "queued", "", 0, 0
+                self._changed(i)
+
+    def started(self, job: SlideJob) -> None:
+        i = self.row_of(job)
+        if i is not None:
+            self.rows[i].status = "running"
+            self.rows[i].error = ""
+            self._changed(i)
+
+    def progress(self, job: SlideJob, done: int, total: int) -> None:
+        i = self.row_of(job)
+        if i is not None:
+            row = self.rows[i]
+            row.done, row.total = done, total
+            self._changed(i)
+
+    def finished(self, outcome: SlideOutcome) -> None:
+        i = self.row_of(outcome.job)
+        if i is None:
+            return
+        row = self.rows[i]
+        if outcome.status == "failed":
+            row.status, row.error, row.summary = "failed", for_app(outcome.error), None
+        else:
+            row.status, row.summary = "done", outcome.summary
+            row.error = "already analysed with this model" if outcome.status == "cached" else ""
+        self._changed(i)
+
+    def cancelled(self) -> None:
+        for i, row in enumerate(self.rows):
+            if row.status == "running":
+                row.status = "cancelled"
+                self._changed(i)
+
+    def counts(self) -> tuple[int, int]:
+        """(finished or failed, total)."""
+        finished = sum(r.status in ("done", "failed", "saved") for r in self.rows)
+        return finished, len(self.rows)

@@ -1,0 +1,158 @@
+"""Background jobs for the window: open a slide (with its thumbnail and saved results), load a model.
+
+Each job runs in a QThreadPool and reports through signals of an object owned by the UI thread,
+tagged with the token it was started with, so the window can drop answers it no longer wants.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PySide6.QtCore import QObject, QRunnable, Signal
+
+from engine.errors import EquiTriageError
+from engine.model import Model
+from engine.results import SavedAnalysis, load_saved
+from engine.slide import Slide, open_slide
+
+log = logging.getLogger(__name__)
+
+THUMB_SIDE_PX = 1024
+ASSOCIATED_SIDE_PX = 400
+
+
+@dataclass
+class OpenedSlide:
+    """A slide ready to show."""
+
+    path: Path
+    results_dir: Path
+    slide: Slide
+    thumbnail: NDArray[np.uint8]
+    associated: dict[str, NDArray[np.uint8]]
+    saved: SavedAnalysis | None
+    saved_error: str = ""
+
+
+class JobSignals(QObject):
+    done = Signal(int, object)  # token, result
+    failed = Signal(int, str)  # token, message for the user
+
+
+WORKER_NICE = 5
+
+
+def lower_thread_priority(nice: int = WORKER_NICE) -> None:
+    """Make the calling worker thread (and threads it starts) yield the CPU to the UI thread.
+
+    Linux sets nice values per thread; elsewhere this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
+    except (AttributeError, OSError) as exc:
+        log.debug("cannot lower the thread priority: %s", exc)
+
+
+def user_message(exc: BaseException) -> str:
+    """The engine's own message for its errors; a short generic one for anything else."""
+    if isinstance(exc, EquiTriageError):
+        return str(exc)
+    return f"unexpected error ({type(exc).__name__}: {exc}); see the log for details"
+
+
+class SlideOpener(QRunnable):
+    """Open ``path``, read its thumbnail, label/macro images and any saved analysis."""
+
+    def __init__(self, token: int, path: Path, results_dir: Path) -> None:
+        super().__init__()
+        self.token = token
+        self.path = path
+        self.results_dir = results_dir
+        self.signals = JobSignals()
+
+    def run(self) -> None:
+        try:
+            opened = self.open()
+        except Exception as exc:
+            if not isinstance(exc, EquiTriageError):
+                log.exception("opening %s failed", self.path)
+            self.signals.failed.emit(self.token, user_message(exc))
+            return
+        self.signals.done.emit(self.token, opened)
+
+    def open(self) -> OpenedSlide:
+        slide = open_slide(self.path)
+        try:
+            thumbnail, _ = slide.thumbnail(THUMB_SIDE_PX)
+            associated: dict[str, NDArray[np.uint8]] = {}
+            for name in ("label", "macro"):
+                if name in slide.associated_image_names:
+                    try:
+                        image = slide.associated_image(name)
+                        image.thumbnail((ASSOCIATED_SIDE_PX, ASSOCIATED_SIDE_PX))
+                        associated[name] = np.asarray(image.convert("RGB"))
+                    except EquiTriageError as exc:
+                        log.warning("%s", exc)
+        except BaseException:
+            slide.close()
+            raise
+        saved: SavedAnalysis | None = None
+        saved_error = ""
+        try:
+            saved = load_saved(self.results_dir)
+        except EquiTriageError as exc:
+            saved_error = str(exc)
+        return OpenedSlide(self.path, self.results_dir, slide, thumbnail, associated, saved, saved_error)
+
+
+class ModelLoader(QRunnable):
+    """Load an ONNX model (``path`` None: the shipped one)."""
+
+    def __init__(self, token: int, path: Path | None, threads: int) -> None:
+        super().__init__()
+        self.token = token
+        self.path = path
+        self.threads = threads
+        self.signals = JobSignals()
+
+    def run(self) -> None:
+        lower_thread_priority()  # inference threads created by the session inherit it
+        try:
+            model = Model.load(self.path, threads=self.threads)
+        except Exception as exc:
+            if not isinstance(exc, EquiTriageError):
+                log.exception("loading the model failed")
+            self.signals.failed.emit(self.token, user_message(exc))
+            return
+        self.signals.done.emit(self.token, model)
+
+
+class CallJob(QRunnable):
+    """Run ``fn()`` in the pool; ``done`` carries its return value, ``failed`` a user message."""
+
+    def __init__(self, token: int, fn: Callable[[], object]) -> None:
+        super().__init__()
+        self.token = token
+        self.fn = fn
+        self.signals = JobSignals()
+
+    def run(self) -> None:
+        try:
+            result = self.fn()
+        except Exception as exc:
+            if not isinstance(exc, EquiTriageError):
+                log.exception("background job failed")
+            self.signals.failed.emit(self.token, user_message(exc))
+            return
+        self.signals.done.emit(self.token, result)

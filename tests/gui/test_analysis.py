@@ -1,0 +1,162 @@
+"""Analyse with a tiny real ONNX model: live heatmap, verdict, regions, cancel, reopen, exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pytestqt.qtbot import QtBot
+
+from engine.outputs import SUMMARY, read_summary
+from gui.main_window import MainWindow
+from tests.gui.conftest import WAIT_MS, analyse_and_wait, open_slide_and_wait, wait_regions
+
+
+def test_analyse_shows_heatmap_verdict_and_regions(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
+    open_slide_and_wait(qtbot, window, cmu)
+    batches: list[int] = []
+    window.overlay.subscribe(lambda what: batches.append(what == "probs"))
+    analyse_and_wait(qtbot, window)
+    folder = Path(window.settings.output_dir) / "CMU-1-Small-Region"
+    summary = read_summary(folder)
+    assert summary is not None
+    for name in ("tiles.csv", "heatmap.png", "overlay.png", "tissue.png", "regions.geojson"):
+        assert (folder / name).is_file()
+    # the heatmap filled while tiles completed, then showed the saved result
+    assert sum(batches) >= 3
+    assert window.overlay.grid is not None
+    assert np.isfinite(window.overlay.probs).sum() == summary["tiles"]["analysed"]
+    panel = window.results_panel
+    assert panel.score_label.text() == f"Score {summary['score']:.3f}"
+    assert summary["category"].upper() in panel.category_label.text()
+    assert "test-colour-1" in panel.model_label.text()
+    assert panel.progress.value() == panel.progress.maximum()
+    assert window.overlay.regions and panel.regions.topLevelItemCount() == len(window.overlay.regions)
+
+
+def test_region_click_centres_and_zooms(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
+    open_slide_and_wait(qtbot, window, cmu)
+    analyse_and_wait(qtbot, window)
+    panel = window.results_panel
+    fit = window.viewer.viewport.zoom
+    index = panel.regions.topLevelItemCount() - 1  # a small region
+    item = panel.regions.topLevelItem(index)
+    panel.regions.itemClicked.emit(item, 0)
+    region = window.overlay.regions[index]
+    vp = window.viewer.viewport
+    assert (vp.l0_cx, vp.l0_cy) == (
+        (region.l0_bbox[0] + region.l0_bbox[2]) / 2,
+        (region.l0_bbox[1] + region.l0_bbox[3]) / 2,
+    )
+    assert vp.zoom > fit
+    assert window.overlay.selected == index
+
+
+def test_heatmap_controls(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
+    open_slide_and_wait(qtbot, window, cmu)
+    analyse_and_wait(qtbot, window)
+    panel = window.results_panel
+    n_regions = len(window.overlay.regions)
+    panel.opacity_slider.setValue(80)
+    assert window.overlay.opacity == 0.8
+    panel.threshold_slider.setValue(90)
+    assert window.overlay.threshold == 0.9
+    wait_regions(qtbot, window)
+    assert np.isfinite(window.overlay.shown_probs()).sum() < np.isfinite(window.overlay.probs).sum()
+    assert len(window.overlay.regions) <= n_regions
+    panel.show_heatmap.setChecked(False)
+    assert not window.overlay.visible
+    image = window.viewer.grab().toImage()
+    assert not image.isNull()
+
+
+def test_reopen_shows_saved_results_without_running(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
+    open_slide_and_wait(qtbot, window, cmu)
+    analyse_and_wait(qtbot, window)
+    created = read_summary(window.saved.folder)["created"]  # type: ignore[index, union-attr]
+    window.close_slide()
+    assert window.saved is None and window.overlay.grid is None
+    open_slide_and_wait(qtbot, window, cmu)
+    assert window.analysis is None
+    assert window.saved is not None
+    wait_regions(qtbot, window)
+    assert window.overlay.regions
+    assert window.saved.summary["created"] == created
+    assert window.overlay.grid is not None
+    assert "Made by the current model" in window.results_panel.model_label.text()
+
+
+def test_cancel_stops_and_writes_nothing(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
+    window.settings.stride_px = 6  # thousands of tiles: long enough to cancel
+    open_slide_and_wait(qtbot, window, cmu)
+    window.analyse()
+    qtbot.waitUntil(lambda: window.results_panel.progress.value() > 0, timeout=WAIT_MS)
+    assert window.results_panel.cancel_button.isEnabled()
+    window.results_panel.cancel_button.click()
+    qtbot.waitUntil(lambda: window.analysis is None, timeout=WAIT_MS)
+    assert window.results_panel.progress_label.text() == "Cancelled"
+    assert window.results_panel.analyse_button.isEnabled()
+    assert not (Path(window.settings.output_dir) / "CMU-1-Small-Region" / SUMMARY).exists()
+
+
+def test_slide_without_mpp_asks_for_it(qtbot: QtBot, window: MainWindow, slides: Path) -> None:
+    asked: list[str] = []
+
+    def ask(name: str) -> float:
+        asked.append(name)
+        return 0.5
+
+    window.ask_mpp = ask  # type: ignore[method-assign]
+    open_slide_and_wait(qtbot, window, slides / "tcga-cr-7395-01a-01-ts1.svs")
+    analyse_and_wait(qtbot, window)
+    assert asked == ["tcga-cr-7395-01a-01-ts1"]
+    assert window.saved is not None
+    assert window.saved.summary["slide"]["mpp_used"] == 0.5
+    assert window.viewer.slide is not None and window.viewer.slide.mpp == 0.5
+
+
+def test_exports(qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path) -> None:
+    open_slide_and_wait(qtbot, window, cmu)
+    analyse_and_wait(qtbot, window)
+    out = tmp_path / "exports"
+    out.mkdir()
+    window.export("overlay", out / "o.png")
+    window.export("geojson", out / "r.geojson")
+    window.export("csv", out / "t.csv")
+    window.export("report", out / "r.html")
+    window.export("report", out / "r.pdf")
+    assert window.errors == []
+    with Image.open(out / "o.png") as img:
+        assert img.width >= 512
+    features = json.loads((out / "r.geojson").read_text())["features"]
+    assert len(features) == len(window.overlay.regions)
+    assert (out / "t.csv").read_text().startswith("x0,y0,w0,h0,tissue_fraction,prob")
+    html = (out / "r.html").read_text()
+    for needed in ("CMU-1-Small-Region", "test-colour-1", "not a diagnosis", "data:image/png"):
+        assert needed in html
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    window.export("report", blocker / "r.pdf")
+    assert window.errors and "cannot write" in window.errors[-1]
+    pdf = (out / "r.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") >= 1
+
+
+def test_results_of_a_slide_no_longer_open_are_dropped(
+    qtbot: QtBot, window: MainWindow, cmu: Path, slides: Path
+) -> None:
+    window.settings.stride_px = 8  # long enough to switch slides while it runs
+    open_slide_and_wait(qtbot, window, cmu)
+    window.analyse()
+    qtbot.waitUntil(lambda: window.results_panel.progress.value() > 0, timeout=WAIT_MS)
+    other = slides / "tcga-cr-7395-01a-01-ts1.svs"
+    open_slide_and_wait(qtbot, window, other)
+    assert window.overlay.grid is None  # the new slide shows no heatmap of the old one
+    qtbot.wait(300)
+    assert window.overlay.grid is None and window.saved is None
+    window.cancel_analysis()
+    qtbot.waitUntil(lambda: window.analysis is None, timeout=WAIT_MS)
+    assert window.opened is not None and window.opened.path == other
+    assert window.overlay.grid is None
