@@ -87,6 +87,7 @@ class Model:
         """Load an EquiTriage ONNX model (``None``: the shipped one) on ``threads`` (None: all cores)."""
         import onnxruntime as ort
 
+        ort.disable_telemetry_events()  # an offline medical tool reports nothing anywhere
         p = Path(path) if path is not None else default_model_path()
         if not p.is_file():
             raise ModelNotFoundError(f"{p}: no model file there; check the --model path")

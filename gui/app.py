@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -19,7 +19,20 @@ from types import TracebackType
 
 log = logging.getLogger(__name__)
 
-LOG_FILE = Path(tempfile.gettempdir()) / "equitriage-gui.log"
+
+
+def app_dir() -> Path:
+    """The app's own folder for its log, beside where Qt keeps its settings on each platform."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Preferences"
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    return base / "EquiTriage"
+
+
+LOG_FILE = app_dir() / "equitriage.log"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +55,7 @@ def setup_logging(verbose: bool) -> None:
         return
     handlers: list[logging.Handler] = []
     with contextlib.suppress(OSError):
+        LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(LOG_FILE, encoding="utf-8"))
     if sys.stderr is not None:  # a windowed frozen app has no stderr
         handlers.append(logging.StreamHandler())
@@ -143,7 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.slide:
             window.open_path(args.slide)
     except Exception as exc:
-        show_fatal("EquiTriage cannot start", str(exc), traceback.format_exc())
+        if args.screenshot:  # unattended: no dialog to wait on, the log and stderr say it
+            log.error("EquiTriage cannot start: %s\n%s", exc, traceback.format_exc())
+        else:
+            show_fatal("EquiTriage cannot start", str(exc), traceback.format_exc())
         return 3
     if args.screenshot:
         return screenshot(window, args.screenshot, args.analyse, args.tab)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -277,3 +278,37 @@ def test_all_glass_image_is_a_valid_no_tissue_result(model_path: Path, tmp_path:
     assert summary["tiles"]["analysed"] == 0 and summary["regions"] == 0
     assert read_rows(tmp_path / "o" / "glass" / "tiles.csv") == []
     assert json.loads((tmp_path / "o" / "glass" / "regions.geojson").read_text())["features"] == []
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_no_network_syscalls_at_all(shared_data: Path, model_path: Path, tmp_path: Path) -> None:
+    """Below Python too (onnxruntime and OpenSlide are C++): no IP socket is ever created."""
+    trace = tmp_path / "strace.txt"
+    proc = subprocess.run(
+        [
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=socket,connect",
+            "-o",
+            str(trace),
+            sys.executable,
+            "-m",
+            "engine",
+            "analyse",
+            str(shared_data / "slides" / "CMU-1-Small-Region.svs"),
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            str(model_path),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    calls = trace.read_text().splitlines()
+    assert not [c for c in calls if "AF_INET" in c or "AF_NETLINK" in c], calls
