@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -130,24 +129,13 @@ def _out(text: str, stream: TextIO | None = None) -> None:
     (stream or sys.stdout).write(text + "\n")
 
 
-def _check_out_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write to {out} ({exc.strerror or exc}); choose an output folder you can write to"
-        ) from exc
-
-
 def _run(args: argparse.Namespace, jobs: list[Any], resume: bool) -> int:
     from engine.batch import SlideOutcome, ranked, run_batch
     from engine.model import Model
+    from engine.outputs import check_writable
     from engine.pipeline import AnalysisParams
 
-    _check_out_dir(args.out)
+    check_writable(args.out)
     model = Model.load(args.model, threads=args.threads)
     params = AnalysisParams(
         stride_px=args.stride,

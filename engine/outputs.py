@@ -88,6 +88,19 @@ def prepare_dir(folder: Path) -> None:
         ) from exc
 
 
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and prove a file can be written there, before any work starts."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write to {folder} ({exc.strerror or exc}); choose an output folder you can write to"
+        ) from exc
+
+
 def tiles_csv(analysis: SlideAnalysis) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

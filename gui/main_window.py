@@ -8,7 +8,6 @@ slide is open by then.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -32,6 +31,7 @@ from PySide6.QtWidgets import (
 from engine.batch import SlideJob, discover_slides
 from engine.errors import EquiTriageError, OutputError
 from engine.model import Model
+from engine.outputs import check_writable
 from engine.pipeline import AnalysisParams, TileBatch
 from engine.regions import Region, find_regions
 from engine.results import SavedAnalysis, load_saved
@@ -372,18 +372,10 @@ class MainWindow(QMainWindow):
         return ask_mpp(self, name)
 
     def _check_output_dir(self) -> bool:
-        out = Path(self.settings.output_dir)
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            self.report_error(
-                "Results folder not writable",
-                f"cannot write to {out} ({exc.strerror or exc}); choose another results folder "
-                "in File ▸ Settings",
-            )
+            check_writable(Path(self.settings.output_dir))
+        except OutputError as exc:
+            self.report_error("Results folder not writable", f"{exc} (File ▸ Settings)")
             return False
         return True
 

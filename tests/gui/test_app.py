@@ -42,7 +42,9 @@ def test_screenshot_after_analysis(qapp: QApplication, tmp_path: Path, model_pat
     assert load_settings().output_dir != str(tmp_path / "results")
 
 
-def test_startup_error_is_a_dialog(qapp: QApplication, qtbot: QtBot, tmp_path: Path) -> None:
+def test_startup_error_is_a_dialog(qapp: QApplication, qtbot: QtBot) -> None:
+    from gui.app import show_fatal
+
     seen: list[str] = []
 
     def close_dialog() -> None:
@@ -54,9 +56,15 @@ def test_startup_error_is_a_dialog(qapp: QApplication, qtbot: QtBot, tmp_path: P
             QTimer.singleShot(50, close_dialog)
 
     QTimer.singleShot(50, close_dialog)
+    show_fatal("EquiTriage cannot start", "the model is missing", "details")
+    assert seen == ["the model is missing"]
+
+
+def test_unattended_startup_error_exits_without_a_dialog(qapp: QApplication, tmp_path: Path) -> None:
     code = main(["--screenshot", str(tmp_path / "x.png"), "--size", "wide"])
     assert code == 3
-    assert seen and "invalid literal" in seen[0]
+    assert QApplication.activeModalWidget() is None
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_python_m_gui(tmp_path: Path, model_path: Path, shared_data: Path) -> None:

@@ -52,7 +52,7 @@ def test_unwritable_output_folder(qtbot: QtBot, window: MainWindow, cmu: Path, t
     open_slide_and_wait(qtbot, window, cmu)
     window.analyse()
     message = _wait_error(qtbot, window)
-    assert "cannot write" in message and "results folder" in message
+    assert "cannot write" in message and "File ▸ Settings" in message
     assert window.analysis is None
 
 
