@@ -1,0 +1,5 @@
+"""Training of the conventional and rotation-equivariant MobileNetV2 on PCam, and ONNX export.
+
+Heavy dependencies (torch, e2cnn, onnx) are imported by the submodules that need them; ``engine``
+and ``gui`` never import this package.
+"""

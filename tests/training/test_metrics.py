@@ -1,0 +1,49 @@
+"""Metrics against brute-force definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.metrics import accuracy, auc, bootstrap_ci, nll
+
+
+def _pairwise_auc(labels: np.ndarray, prob: np.ndarray) -> float:
+    pos, neg = prob[labels == 1], prob[labels == 0]
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+
+
+def test_auc_matches_pairwise_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300)
+    prob = np.round(rng.random(300) * 0.5 + 0.4 * labels, 1)  # many ties
+    assert abs(auc(labels, prob) - _pairwise_auc(labels, prob)) < 1e-12
+
+
+def test_auc_extremes() -> None:
+    labels = np.array([0, 0, 1, 1])
+    assert auc(labels, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert auc(labels, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
+    assert np.isnan(auc(np.array([1, 1]), np.array([0.2, 0.3])))
+
+
+def test_accuracy_and_nll() -> None:
+    labels = np.array([0, 1, 1, 0])
+    prob = np.array([0.2, 0.7, 0.4, 0.5])
+    assert accuracy(labels, prob) == 0.5
+    expected = -np.mean(np.log([0.8, 0.7, 0.4, 0.5]))
+    assert abs(nll(labels, prob) - expected) < 1e-12
+
+
+def test_bootstrap_interval_brackets_estimate_and_shrinks() -> None:
+    rng = np.random.default_rng(1)
+
+    def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.integers(0, 2, n)
+        return labels, np.clip(0.3 * labels + rng.random(n) * 0.7, 0, 1)
+
+    small = bootstrap_ci(*sample(100), auc, n_boot=300)
+    large = bootstrap_ci(*sample(3000), auc, n_boot=300)
+    for est, low, high in (small, large):
+        assert low <= est <= high
+    assert (large[2] - large[1]) < (small[2] - small[1]) / 3

@@ -1,0 +1,123 @@
+"""Both networks: rot90 invariance (equivariant net), odd maps, gradients, equal MACs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from training.complexity import count_macs, summarise
+from training.config import PAPER_STRIDES, ArchConfig
+from training.data import Patches
+from training.equivariant import EquivariantMobileNetV2, to_plain
+from training.mobilenet import MobileNetV2
+from training.train import channel_stats, make_batch
+
+FAST_STRIDES = (True,) * 5
+
+
+def _batch(small_pcam: dict[str, Patches], n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    train = small_pcam["train"]
+    mean, std = channel_stats(train.images, 95)
+    return make_batch(train.images[:n], 95, mean, std), torch.from_numpy(train.labels[:n])
+
+
+def _rot_gap(model: nn.Module, x: torch.Tensor) -> float:
+    """Max |logit(rot90^k x) - logit(x)| over k = 1, 2, 3, relative to the largest logit."""
+    model.eval()
+    with torch.no_grad():
+        base = model(x)
+        gap = max(float((model(torch.rot90(x, k, dims=(2, 3))) - base).abs().max()) for k in (1, 2, 3))
+    return gap / float(base.abs().max())
+
+
+def _loud_classifier(model: nn.Module) -> None:
+    # at init the classifier is ~0; make logits O(1) so a 1e-4 bound is not trivially met
+    nn.init.normal_(model.classifier.weight, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("order", [4, 8])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rot90_invariance_at_init_and_after_training(
+    small_pcam: dict[str, Patches], order: int, seed: int
+) -> None:
+    torch.manual_seed(seed)
+    model = EquivariantMobileNetV2(ArchConfig(group_order=order, width=0.25, strides=FAST_STRIDES))
+    _loud_classifier(model)
+    x, y = _batch(small_pcam)
+    with torch.no_grad():
+        spread = float(model.eval()(x).std(dim=0).max())
+    assert spread > 1e-2
+    assert _rot_gap(model, x) < 1e-5
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    model.train()
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    assert _rot_gap(model, x) < 1e-5
+    assert _rot_gap(to_plain(model), x) < 1e-5
+
+
+def test_conventional_net_is_not_invariant(small_pcam: dict[str, Patches]) -> None:
+    torch.manual_seed(0)
+    model = MobileNetV2(ArchConfig(arch="conventional", width=0.25, strides=FAST_STRIDES))
+    _loud_classifier(model)
+    x, _ = _batch(small_pcam)
+    assert _rot_gap(model, x) > 1e-2  # the invariance check above can fail
+
+
+@pytest.mark.parametrize("arch", ["conventional", "equivariant"])
+def test_every_feature_map_is_odd(arch: str) -> None:
+    cfg = ArchConfig(arch=arch, width=0.25, strides=PAPER_STRIDES)
+    model = MobileNetV2(cfg) if arch == "conventional" else to_plain(EquivariantMobileNetV2(cfg))
+    sizes: list[tuple[int, int]] = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(lambda _m, _i, out: sizes.append(tuple(out.shape[-2:])))
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, 95, 95))
+    assert sizes and all(h == w and h % 2 == 1 for h, w in sizes)
+    assert sizes[0] == (47, 47) and sizes[-1] == (11, 11)
+
+
+@pytest.mark.parametrize("arch", ["conventional", "equivariant"])
+def test_every_parameter_gets_a_gradient(small_pcam: dict[str, Patches], arch: str) -> None:
+    torch.manual_seed(0)
+    cfg = ArchConfig(arch=arch, width=0.25, strides=FAST_STRIDES)
+    model = MobileNetV2(cfg) if arch == "conventional" else EquivariantMobileNetV2(cfg)
+    x, y = _batch(small_pcam, 16)
+    model.train()
+    F.cross_entropy(model(x), y).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("order", [4, 8, 12])
+def test_both_nets_cost_the_same(order: int) -> None:
+    conventional = summarise(ArchConfig(arch="conventional", group_order=order, width=0.25))
+    equivariant = summarise(ArchConfig(arch="equivariant", group_order=order, width=0.25))
+    assert abs(equivariant["macs"] - conventional["macs"]) / conventional["macs"] < 0.01
+    assert equivariant["params_exported"] <= conventional["params"]
+    # a true depthwise layer: about N times fewer depthwise parameters, not N times more MACs
+    ratio = conventional["depthwise_params"] / equivariant["depthwise_params"]
+    assert ratio > order
+
+
+def test_mac_counter_on_known_layer() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, groups=8))
+    assert count_macs(net, 5) == 8 * 25 * 27 + 8 * 9 * 9
+
+
+def test_masked_pool_ignores_corners() -> None:
+    model = MobileNetV2(ArchConfig(arch="conventional", width=0.25))
+    x = torch.zeros(1, 3, 95, 95)
+    x[..., 0, 0] = 100.0  # outside the circular field of view
+    with torch.no_grad():
+        a = model.eval()(x)
+        b = model(torch.zeros_like(x))
+    torch.testing.assert_close(a, b)
+    assert float(model.input_mask.mask[0, 0, 0, 0]) == 0.0

@@ -1,0 +1,171 @@
+"""Command line: ``python -m training {train,export,evaluate,summary}`` (``equitriage-train``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_DATA = "../shared/data/pcam/pcam_train_valid.zip"
+
+
+def _strides(text: str) -> tuple[bool, ...]:
+    if len(text) != 5 or set(text) - {"0", "1"}:
+        raise argparse.ArgumentTypeError("strides is five 0/1 flags, e.g. 11100")
+    return tuple(c == "1" for c in text)
+
+
+def _group(text: str) -> int:
+    if not text.upper().startswith("C") or not text[1:].isdigit():
+        raise argparse.ArgumentTypeError("group is C<N>, e.g. C8")
+    return int(text[1:])
+
+
+def _add_arch(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", choices=["conventional", "equivariant"], default="equivariant")
+    p.add_argument("--group", type=_group, default=8, help="rotation group C4, C8 or C12")
+    p.add_argument("--width", type=float, default=0.5, help="width multiplier")
+    p.add_argument(
+        "--strides",
+        type=_strides,
+        default=(True, True, True, False, False),
+        help="which of the five stride-2 layers keep stride 2 (default 11100, paper)",
+    )
+    p.add_argument(
+        "--scale-last", action="store_true", help="scale the last 1x1 conv (1280) by the width below 1.0 too"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on PCam")
+    _add_arch(t)
+    t.add_argument("--data", default=DEFAULT_DATA, help="PCam zip, h5 folder or Kaggle folder")
+    t.add_argument("--cache-dir", default="runs/cache")
+    t.add_argument("--out", default=None, help="run folder (default runs/<arch>-<group>-w<width>-s<seed>)")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--train-size", type=int, default=None, help="train on a stratified subset")
+    t.add_argument("--threads", type=int, default=None, help="CPU threads (default all cores)")
+    t.add_argument("--rotate-deg", type=float, default=0.0, help="random rotations of +-deg")
+    t.add_argument("--jitter", type=float, default=0.0, help="colour jitter strength (0 = off)")
+    t.add_argument("--max-steps-per-epoch", type=int, default=None)
+    t.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    t.add_argument(
+        "--stop-after", type=int, default=None, help="stop after this many epochs in this call (resume later)"
+    )
+
+    e = sub.add_parser("export", help="export a checkpoint to ONNX with the engine's contract")
+    e.add_argument("checkpoint")
+    e.add_argument("--out", default="model.onnx")
+    e.add_argument("--metrics", default=None, help="JSON of held-out metrics to store in info")
+    e.add_argument("--data", default=DEFAULT_DATA, help="real patches for the parity check")
+    e.add_argument("--cache-dir", default="runs/cache")
+
+    v = sub.add_parser("evaluate", help="held-out metrics and rotation invariance of an ONNX model")
+    v.add_argument("model")
+    v.add_argument("--data", default=DEFAULT_DATA)
+    v.add_argument("--cache-dir", default="runs/cache")
+    v.add_argument("--out-dir", default=None, help="where to write metrics.json and the plot")
+    v.add_argument("--limit", type=int, default=None, help="use only the first N held-out patches")
+    v.add_argument("--curve-patches", type=int, default=200)
+    v.add_argument("--n-boot", type=int, default=1000)
+
+    s = sub.add_parser("summary", help="parameters and MACs per patch of both architectures")
+    _add_arch(s)
+
+    from training.quantize import add_quantize_parser
+
+    add_quantize_parser(sub)
+    return parser
+
+
+def _arch(args: argparse.Namespace) -> object:
+    from training.config import ArchConfig
+
+    return ArchConfig(
+        arch=args.arch,
+        group_order=args.group,
+        width=args.width,
+        strides=args.strides,
+        scale_last=args.scale_last,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    if args.command == "train":
+        from training.config import ArchConfig
+        from training.train import TrainConfig, train
+
+        arch = _arch(args)
+        assert isinstance(arch, ArchConfig)
+        out = args.out or f"runs/{arch.arch}-{arch.group_name}-w{arch.width}-s{args.seed}"
+        cfg = TrainConfig(
+            data=args.data,
+            out_dir=out,
+            cache_dir=args.cache_dir,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
+            train_size=args.train_size,
+            threads=args.threads,
+            rotate_deg=args.rotate_deg,
+            jitter=args.jitter,
+            max_steps_per_epoch=args.max_steps_per_epoch,
+        )
+        train(cfg, arch, resume=args.resume, stop_after=args.stop_after)
+        return 0
+    if args.command == "export":
+        from training.export import export_checkpoint
+
+        export_checkpoint(
+            Path(args.checkpoint),
+            Path(args.out),
+            args.metrics and Path(args.metrics),
+            Path(args.data),
+            Path(args.cache_dir),
+        )
+        return 0
+    if args.command == "evaluate":
+        from training.evaluate import evaluate_onnx
+
+        evaluate_onnx(
+            Path(args.model),
+            Path(args.data),
+            Path(args.cache_dir),
+            Path(args.out_dir) if args.out_dir else None,
+            args.limit,
+            args.curve_patches,
+            args.n_boot,
+        )
+        return 0
+    if args.command == "quantize":
+        from training.quantize import cmd_quantize
+
+        return cmd_quantize(args)
+    if args.command == "summary":
+        from training.complexity import log_summary
+
+        log_summary(args.width, args.strides, args.group, args.scale_last)
+        return 0
+    return 2

@@ -1,0 +1,202 @@
+"""Checkpoint -> plain PyTorch -> one ONNX file carrying the engine's contract, checked for parity.
+
+The exported graph needs neither e2cnn nor torch: input ``input`` (N x 3 x S x S, prepared by
+``engine.preprocess.prepare``), output ``logits`` (N x 2). Opset 17 with the TorchScript exporter
+gives a single file that onnxruntime's quantizer handles.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from engine.contract import METADATA_KEY, ModelContract
+from engine.preprocess import prepare
+from training.config import ArchConfig
+from training.train import build_model, make_batch
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+MPP = 0.972  # PCam: level 2 of 40x CAMELYON16 scans
+CLASSES = ("normal", "tumour")
+PARITY_ATOL = 1e-4
+
+
+def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained network of a checkpoint (eval mode) and the checkpoint's metadata."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    arch = ArchConfig.from_dict(ckpt["arch"])
+    model = build_model(arch)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, ckpt
+
+
+def to_plain(model: nn.Module) -> nn.Module:
+    """Plain PyTorch network in eval mode (the equivariant net is converted, the other returned)."""
+    from training.mobilenet import MobileNetV2
+
+    if isinstance(model, MobileNetV2):
+        return model.eval()
+    from training.equivariant import EquivariantMobileNetV2
+    from training.equivariant import to_plain as equivariant_to_plain
+
+    if not isinstance(model, EquivariantMobileNetV2):
+        raise TypeError(f"cannot export {type(model).__name__}")
+    return equivariant_to_plain(model)
+
+
+def weights_hash(model: nn.Module) -> str:
+    """Short sha256 of the network's state (names, shapes, values)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:8]
+
+
+def make_contract(
+    arch: ArchConfig, ckpt: dict[str, Any], plain: nn.Module, info: dict[str, Any]
+) -> ModelContract:
+    """The engine's contract for this model."""
+    group = arch.group_name if arch.arch == "equivariant" else "none"
+    date = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+    version = f"{arch.arch}-{group}-w{arch.width}-{date}-{weights_hash(plain)}"
+    mean = tuple(float(m) for m in ckpt["mean"])
+    std = tuple(float(s) for s in ckpt["std"])
+    return ModelContract(
+        input_size=arch.input_size,
+        mpp=MPP,
+        mean=(mean[0], mean[1], mean[2]),
+        std=(std[0], std[1], std[2]),
+        mask_radius=arch.input_size / 2.0,
+        classes=CLASSES,
+        positive_class="tumour",
+        model_version=version,
+        info=info,
+    )
+
+
+def to_onnx(plain: nn.Module, input_size: int, contract: ModelContract) -> bytes:
+    """Serialised single-file ONNX model with dynamic batch and the contract in its metadata."""
+    import onnx
+
+    buffer = io.BytesIO()
+    dummy = torch.zeros(2, 3, input_size, input_size)
+    torch.onnx.export(
+        plain.eval(),
+        (dummy,),
+        buffer,  # type: ignore[arg-type]
+        input_names=[contract.input_name],
+        output_names=[contract.output_name],
+        dynamic_axes={contract.input_name: {0: "N"}, contract.output_name: {0: "N"}},
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    proto = onnx.load_from_string(buffer.getvalue())
+    entry = proto.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = contract.to_json()
+    proto.producer_name = "equitriage-training"
+    onnx.checker.check_model(proto)
+    return bytes(proto.SerializeToString())
+
+
+def onnx_logits(model_bytes: bytes, x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Run an ONNX model with onnxruntime on CPU."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x})
+    return np.asarray(out, dtype=np.float32)
+
+
+def parity(
+    model: nn.Module, plain: nn.Module, model_bytes: bytes, patches: NDArray[np.uint8]
+) -> dict[str, float]:
+    """Max |difference| of logits and probabilities: source vs plain torch vs onnxruntime.
+
+    The ONNX input comes from the engine's own ``prepare`` with the contract read back from the
+    file; the torch inputs from training's batch code, so this also checks that both agree.
+    """
+    import onnx
+
+    proto = onnx.load_from_string(model_bytes)
+    contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+    x_engine = prepare(patches, contract)
+    x_train = make_batch(patches, contract.input_size, contract.mean, contract.std)
+    with torch.no_grad():
+        a = model.eval()(x_train)
+        b = plain.eval()(torch.from_numpy(x_engine))
+    c = torch.from_numpy(onnx_logits(model_bytes, x_engine))
+    pa, pc = (torch.softmax(t.double(), 1) for t in (a, c))
+    return {
+        "input_max_abs": float(np.abs(x_train.numpy() - x_engine).max()),
+        "source_vs_plain_logits": float((a - b).abs().max()),
+        "plain_vs_onnx_logits": float((b - c).abs().max()),
+        "source_vs_onnx_prob": float((pa - pc).abs().max()),
+    }
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    out: Path,
+    metrics_json: Path | None = None,
+    data: Path | None = None,
+    cache_dir: Path = Path("runs/cache"),
+    n_parity: int = 64,
+) -> dict[str, float]:
+    """Export ``checkpoint`` to ``out`` and return the parity numbers (raises if they fail)."""
+    from training.complexity import count_macs, count_params
+
+    model, ckpt = load_checkpoint(checkpoint)
+    arch = ArchConfig.from_dict(ckpt["arch"])
+    plain = to_plain(model)
+    history = ckpt.get("history", [])
+    info: dict[str, Any] = {
+        "arch": arch.arch,
+        "group": arch.group_name,
+        "width": arch.width,
+        "strides": arch.strides_text(),
+        "params_trainable": count_params(model),
+        "params": count_params(plain),
+        "macs": count_macs(plain, arch.input_size),
+        "train_patches": ckpt.get("n_train"),
+        "epochs_trained": len(history),
+        "epochs_planned": ckpt.get("train_config", {}).get("epochs"),
+        "best_epoch": ckpt.get("epoch"),
+        "selection_metrics": history[-1] if history else None,
+        "opset": OPSET,
+    }
+    if metrics_json is not None:
+        info["heldout"] = json.loads(Path(metrics_json).read_text())
+    contract = make_contract(arch, ckpt, plain, info)
+    model_bytes = to_onnx(plain, arch.input_size, contract)
+    if data is not None:
+        from training.data import load_patches
+
+        patches = np.asarray(load_patches(data, cache_dir)["train"].images[:n_parity])
+    else:
+        patches = np.random.default_rng(0).integers(
+            0, 256, size=(n_parity, arch.input_size, arch.input_size, 3), dtype=np.uint8
+        )
+    numbers = parity(model, plain, model_bytes, patches)
+    log.info("parity on %d patches: %s", len(patches), numbers)
+    worst = max(numbers["source_vs_plain_logits"], numbers["plain_vs_onnx_logits"])
+    if worst > PARITY_ATOL or numbers["input_max_abs"] > 0:
+        raise RuntimeError(f"export parity failed: {numbers}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(model_bytes)
+    log.info("wrote %s (%d bytes), version %s", out, len(model_bytes), contract.model_version)
+    return numbers

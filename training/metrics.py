@@ -1,0 +1,55 @@
+"""Classification metrics on tumour probabilities, with percentile bootstrap intervals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from numpy.typing import NDArray
+
+Metric = Callable[[NDArray[np.int64], NDArray[np.float64]], float]
+
+
+def accuracy(labels: NDArray[np.int64], prob: NDArray[np.float64]) -> float:
+    """Fraction correct at threshold 0.5."""
+    return float(np.mean((prob >= 0.5) == (labels == 1)))
+
+
+def auc(labels: NDArray[np.int64], prob: NDArray[np.float64]) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); NaN if one class."""
+    pos = labels == 1
+    n_pos = int(pos.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(prob, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def nll(labels: NDArray[np.int64], prob: NDArray[np.float64]) -> float:
+    """Mean negative log-likelihood of the true class (probabilities clipped to [1e-7, 1-1e-7])."""
+    p = np.clip(prob, 1e-7, 1 - 1e-7)
+    return float(-np.mean(np.where(labels == 1, np.log(p), np.log1p(-p))))
+
+
+METRICS: dict[str, Metric] = {"accuracy": accuracy, "auc": auc, "nll": nll}
+
+
+def bootstrap_ci(
+    labels: NDArray[np.int64],
+    prob: NDArray[np.float64],
+    metric: Metric,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """(estimate, low, high): the metric and its percentile bootstrap interval over patches."""
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, len(labels), size=len(labels))
+        stats[b] = metric(labels[idx], prob[idx])
+    alpha = (1 - level) / 2
+    low, high = np.nanquantile(stats, [alpha, 1 - alpha])
+    return metric(labels, prob), float(low), float(high)

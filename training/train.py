@@ -1,0 +1,348 @@
+"""Training loop: seeded, checkpointed every epoch, resumable, keeps the lowest-validation-loss weights.
+
+Model selection uses only the selection half of PCam's ``valid`` split; the held-out half is never
+looked at here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from numpy.typing import NDArray
+from torch import nn
+
+from engine.preprocess import circular_mask, fit_patches, normalise
+from training import augment
+from training.config import ArchConfig
+from training.data import Patches, load_patches
+from training.metrics import accuracy, auc, nll
+from training.splits import VALID_SPLIT_SEED, halve, pixel_groups, stratified_subset
+
+log = logging.getLogger(__name__)
+
+MASK_RADIUS_FRACTION = 0.5  # mask radius = input_size / 2 (47.5 px at 95 px), as the engine
+PROGRESS_EVERY = 50  # steps between progress lines
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on besides the architecture."""
+
+    data: str
+    out_dir: str
+    cache_dir: str = "runs/cache"
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    seed: int = 0
+    train_size: int | None = None
+    threads: int | None = None
+    rotate_deg: float = 0.0
+    jitter: float = 0.0
+    split_seed: int = VALID_SPLIT_SEED
+    eval_batch: int = 256
+    max_steps_per_epoch: int | None = None
+
+
+@dataclass
+class Splits:
+    """Train subset, selection half and held-out half of ``valid``, with training statistics."""
+
+    train: Patches
+    select: Patches
+    heldout: Patches
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def channel_stats(
+    images: NDArray[np.uint8], size_px: int, chunk: int = 2048
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Per-channel mean and std on the 0..1 scale of the centre-cropped patches."""
+    total = np.zeros(3)
+    total_sq = np.zeros(3)
+    count = 0
+    for start in range(0, len(images), chunk):
+        x = fit_patches(np.asarray(images[start : start + chunk]), size_px).astype(np.float64) / 255.0
+        total += x.sum(axis=(0, 1, 2))
+        total_sq += (x**2).sum(axis=(0, 1, 2))
+        count += x.shape[0] * x.shape[1] * x.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
+    return (
+        (float(mean[0]), float(mean[1]), float(mean[2])),
+        (float(std[0]), float(std[1]), float(std[2])),
+    )
+
+
+def valid_halves(valid: Patches, split_seed: int) -> tuple[Patches, Patches]:
+    """(selection half, held-out half) of ``valid``: seeded, stratified, duplicates kept together."""
+    first, second = halve(valid.labels, pixel_groups(np.asarray(valid.images)), split_seed)
+    return valid.subset(first), valid.subset(second)
+
+
+def load_splits(cfg: TrainConfig, input_size: int) -> Splits:
+    """Read the data and cut it into train subset, selection half and held-out half."""
+    data = load_patches(Path(cfg.data), Path(cfg.cache_dir))
+    if "train" not in data or "valid" not in data:
+        raise ValueError(f"{cfg.data} needs 'train' and 'valid' splits, found {sorted(data)}")
+    train = data["train"]
+    if cfg.train_size is not None:
+        train = train.subset(stratified_subset(train.labels, cfg.train_size, cfg.seed))
+    select, heldout = valid_halves(data["valid"], cfg.split_seed)
+    mean, std = channel_stats(train.images, input_size)
+    return Splits(train, select, heldout, mean, std)
+
+
+def input_mask(size_px: int) -> NDArray[np.bool_]:
+    """The engine's circular mask for the model input."""
+    return circular_mask(size_px, size_px * MASK_RADIUS_FRACTION)
+
+
+def make_batch(
+    images: NDArray[np.uint8],
+    size_px: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    rng: np.random.Generator | None = None,
+    rotate_deg: float = 0.0,
+    jitter: float = 0.0,
+) -> torch.Tensor:
+    """uint8 patches -> model input; with ``rng``, D4 (+ optional rotation/jitter) augmentation."""
+    x = fit_patches(np.asarray(images), size_px)
+    if rng is not None:
+        if jitter > 0:
+            x = augment.colour_jitter(x, rng, jitter)
+        if rotate_deg > 0:
+            x = augment.random_rotate(x, rng, rotate_deg)
+        x = augment.random_d4(x, rng)
+    return torch.from_numpy(normalise(x, mean, std, input_mask(size_px)))
+
+
+def build_model(arch: ArchConfig) -> nn.Module:
+    """The network for ``arch`` (e2cnn is imported only for the equivariant one)."""
+    if arch.arch == "equivariant":
+        from training.equivariant import EquivariantMobileNetV2
+
+        return EquivariantMobileNetV2(arch)
+    from training.mobilenet import MobileNetV2
+
+    return MobileNetV2(arch)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    images: NDArray[np.uint8],
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    size_px: int,
+    batch: int = 256,
+    device: str = "cpu",
+) -> NDArray[np.float64]:
+    """Softmax probabilities N x classes in eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch):
+        x = make_batch(images[start : start + batch], size_px, mean, std).to(device)
+        out.append(torch.softmax(model(x).double(), dim=1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    no_decay: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            no_decay.update(id(p) for p in module.parameters(recurse=False))
+    for name, p in model.named_parameters():
+        if name.endswith("bias"):
+            no_decay.add(id(p))
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD (Nesterov momentum 0.9), no weight decay on batch norm and biases."""
+    groups = _param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Linear warm-up then cosine decay to zero."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _save(obj: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    cfg: TrainConfig, arch: ArchConfig, resume: bool = False, stop_after: int | None = None
+) -> dict[str, Any]:
+    """Train, checkpointing ``last.pt`` every epoch and ``best.pt`` at the lowest selection loss.
+
+    ``resume`` continues from ``last.pt``; ``stop_after`` ends this call after that many epochs.
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    splits = load_splits(cfg, arch.input_size)
+    log.info(
+        "train %d, selection %d, held-out %d (unused here); mean %s std %s",
+        len(splits.train),
+        len(splits.select),
+        len(splits.heldout),
+        [round(m, 4) for m in splits.mean],
+        [round(s, 4) for s in splits.std],
+    )
+    model = build_model(arch).to(device)
+    optimizer = make_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    total = steps_per_epoch * cfg.epochs
+    warmup = max(1, round(cfg.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
+    state: dict[str, Any] = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "history": []}
+    last_path = out_dir / "last.pt"
+    if resume and last_path.is_file():
+        ckpt = torch.load(last_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        state = ckpt["state"]
+        log.info("resumed from %s at epoch %d", last_path, state["epoch"])
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info(
+        "%s %s width %s strides %s: %d trainable parameters, device %s",
+        arch.arch,
+        arch.group_name,
+        arch.width,
+        arch.strides_text(),
+        n_params,
+        device,
+    )
+    meta = {
+        "arch": arch.to_dict(),
+        "train_config": asdict(cfg),
+        "mean": splits.mean,
+        "std": splits.std,
+        "n_train": len(splits.train),
+        "n_select": len(splits.select),
+        "n_heldout": len(splits.heldout),
+    }
+    end = cfg.epochs if stop_after is None else min(cfg.epochs, state["epoch"] + stop_after)
+    for epoch in range(state["epoch"], end):
+        model.train()
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = rng.permutation(len(splits.train))
+        t0 = time.time()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for step in range(steps_per_epoch):
+            idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+            x = make_batch(
+                splits.train.images[idx],
+                arch.input_size,
+                splits.mean,
+                splits.std,
+                rng,
+                cfg.rotate_deg,
+                cfg.jitter,
+            ).to(device)
+            y = torch.from_numpy(splits.train.labels[idx]).to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            scheduler.step()
+            loss_sum += float(loss) * len(idx)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(idx)
+            if (step + 1) % PROGRESS_EVERY == 0:
+                log.info(
+                    "epoch %d step %d/%d loss %.4f, %.1f patches/s",
+                    epoch + 1,
+                    step + 1,
+                    steps_per_epoch,
+                    loss_sum / seen,
+                    seen / (time.time() - t0),
+                )
+        train_time = time.time() - t0
+        prob = predict(
+            model, splits.select.images, splits.mean, splits.std, arch.input_size, cfg.eval_batch, device
+        )[:, 1]
+        labels = splits.select.labels
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "val_loss": nll(labels, prob),
+            "val_acc": accuracy(labels, prob),
+            "val_auc": auc(labels, prob),
+            "patches_per_s": seen / train_time,
+            "lr": scheduler.get_last_lr()[0],
+        }
+        state["history"].append(record)
+        state["epoch"] = epoch + 1
+        log.info(
+            "epoch %d/%d train loss %.4f acc %.4f | val loss %.4f acc %.4f auc %.4f | %.1f patches/s",
+            epoch + 1,
+            cfg.epochs,
+            record["train_loss"],
+            record["train_acc"],
+            record["val_loss"],
+            record["val_acc"],
+            record["val_auc"],
+            record["patches_per_s"],
+        )
+        if record["val_loss"] < state["best_loss"]:
+            state["best_loss"] = record["val_loss"]
+            state["best_epoch"] = epoch + 1
+            _save(
+                {**meta, "model": model.state_dict(), "epoch": epoch + 1, "history": state["history"]},
+                out_dir / "best.pt",
+            )
+            log.info("new best selection loss %.4f at epoch %d", record["val_loss"], epoch + 1)
+        _save(
+            {
+                **meta,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "state": state,
+            },
+            last_path,
+        )
+    log.info("done: best selection loss %.4f at epoch %d", state["best_loss"], state["best_epoch"])
+    return state
