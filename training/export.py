@@ -90,8 +90,6 @@ def make_contract(
 
 def to_onnx(plain: nn.Module, input_size: int, contract: ModelContract) -> bytes:
     """Serialised single-file ONNX model with dynamic batch and the contract in its metadata."""
-    import onnx
-
     buffer = io.BytesIO()
     dummy = torch.zeros(2, 3, input_size, input_size)
     torch.onnx.export(
@@ -104,7 +102,17 @@ def to_onnx(plain: nn.Module, input_size: int, contract: ModelContract) -> bytes
         opset_version=OPSET,
         dynamo=False,
     )
-    proto = onnx.load_from_string(buffer.getvalue())
+    return with_contract(buffer.getvalue(), contract)
+
+
+def with_contract(model_bytes: bytes, contract: ModelContract) -> bytes:
+    """The model with ``contract`` as its one EquiTriage contract entry, checked by onnx."""
+    import onnx
+
+    proto = onnx.load_from_string(model_bytes)
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
     entry = proto.metadata_props.add()
     entry.key = METADATA_KEY
     entry.value = contract.to_json()

@@ -254,23 +254,6 @@ def quantize_onnx(
         return dst.read_bytes()
 
 
-def _with_contract(model_bytes: bytes, contract: ModelContract) -> bytes:
-    import onnx
-
-    from engine.contract import METADATA_KEY
-
-    proto = onnx.load_from_string(model_bytes)
-    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    entry = proto.metadata_props.add()
-    entry.key = METADATA_KEY
-    entry.value = contract.to_json()
-    proto.producer_name = "equitriage-training"
-    onnx.checker.check_model(proto)
-    return bytes(proto.SerializeToString())
-
-
 def quantize_plain(
     plain: MobileNetV2,
     contract: ModelContract,
@@ -287,7 +270,7 @@ def quantize_plain(
     import torch
 
     from training import dfq
-    from training.export import to_onnx
+    from training.export import to_onnx, with_contract
 
     prepared = apply_dfq(plain, cfg)
     size = contract.input_size
@@ -320,7 +303,7 @@ def quantize_plain(
     info["quantization"] = {**cfg.describe(), **report}
     int8_contract = dataclasses.replace(contract, model_version=f"{contract.model_version}-int8",
                                         info=info)
-    return fp32, _with_contract(int8, int8_contract), report
+    return fp32, with_contract(int8, int8_contract), report
 
 
 # ----------------------------------------------------------------------------- checkpoint I/O
