@@ -51,16 +51,20 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(REPO))
     from scripts.build_demo_slide import truth_path_for
     from scripts.mosaic import assign_sources, grid_for_count, make_layout
-    from scripts.mosaic_slide import PCAM_ZIP, PatchArchive, SlideSpec, truth_dict, write_slide, write_truth
+    from scripts.mosaic_slide import (
+        PatchArchive,
+        SlideSpec,
+        check_inputs,
+        truth_dict,
+        write_slide,
+        write_truth,
+    )
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    zip_path = args.data / PCAM_ZIP
-    if not zip_path.is_file():
-        print(f"error: {zip_path} not found; pass --data FOLDER", file=sys.stderr)  # noqa: T201
-        return 2
-    downsamples = tuple(int(d) for d in args.downsamples.split(","))
-    if downsamples[0] != 1:
-        print("error: --downsamples must start with 1", file=sys.stderr)  # noqa: T201
+    try:
+        zip_path, downsamples = check_inputs(args.data, args.downsamples)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
 
     t0 = time.perf_counter()

@@ -136,6 +136,20 @@ class SlideSpec:
         return -(-self.tile_grid(level)[0] // BAND_TILE_ROWS)
 
 
+def check_inputs(data: Path, downsamples: str) -> tuple[Path, tuple[int, ...]]:
+    """The PCam zip inside ``data`` and the parsed pyramid downsamples; ValueError says what to fix."""
+    zip_path = data / PCAM_ZIP
+    if not zip_path.is_file():
+        raise ValueError(f"{zip_path} not found; pass --data FOLDER")
+    try:
+        values = tuple(int(d) for d in downsamples.split(","))
+    except ValueError:
+        raise ValueError(f"--downsamples must be comma-separated integers, got {downsamples!r}") from None
+    if values[0] != 1:
+        raise ValueError("--downsamples must start with 1")
+    return zip_path, values
+
+
 def _margin_src_px(src_per_lvl: tuple[float, float]) -> int:
     """Source pixels beyond a box that a bicubic resample can reach."""
     return math.ceil(2 * max(1.0, *src_per_lvl)) + 2
