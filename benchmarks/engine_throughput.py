@@ -17,36 +17,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import NDArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.model import Model
-from engine.pipeline import (
-    THUMB_MAX_SIDE,
-    THUMB_MIN_SIDE,
-    THUMB_PX_PER_TILE,
-    AnalysisParams,
-    _read_batches,
-    analyse_slide,
-)
-from engine.slide import Slide, open_slide
-from engine.tiling import choose_level, lvl_read_size, plan_grid, tissue_fractions
-from engine.tissue import detect_tissue
+from engine.pipeline import AnalysisParams, _read_batches, analyse_slide, plan_tiles
+from engine.slide import open_slide
 
 MODES = ("read_only", "model_only", "end_to_end")
-
-
-def tissue_tiles(slide: Slide, model: Model, params: AnalysisParams) -> tuple[NDArray[np.int64], int, int]:
-    """Level-0 boxes of the tissue tiles, the level read and the read size, as the pipeline does."""
-    c = model.contract
-    grid = plan_grid(slide.dimensions, slide.require_mpp(), c.mpp, c.input_size, params.stride_px)
-    side = max(slide.dimensions) * THUMB_PX_PER_TILE / grid.l0_tile_px
-    thumb, ds = slide.thumbnail(int(min(max(side, THUMB_MIN_SIDE), THUMB_MAX_SIDE)))
-    rows, cols = np.nonzero(tissue_fractions(detect_tissue(thumb), ds, grid) >= params.min_tissue_fraction)
-    boxes = grid.l0_boxes(cols.astype(np.int64), rows.astype(np.int64))
-    level = choose_level(slide.level_downsamples, grid.l0_tile_px / grid.input_px)
-    return boxes, level, lvl_read_size(grid, slide.level_downsamples[level])
 
 
 def run_mode(args: argparse.Namespace) -> dict[str, float]:
@@ -58,11 +36,12 @@ def run_mode(args: argparse.Namespace) -> dict[str, float]:
         t0 = time.perf_counter()
         result = analyse_slide(slide, model, params)
         return {"tiles": len(result.probs), "seconds": time.perf_counter() - t0}
-    boxes, level, read_side = tissue_tiles(slide, model, params)
-    boxes = boxes[: args.max_tiles]
+    plan = plan_tiles(slide, model.contract, params)
+    boxes = plan.l0_boxes[: args.max_tiles]
     if args.mode == "read_only":
         t0 = time.perf_counter()
-        n = sum(len(p) for _, p in _read_batches(slide, boxes, level, read_side, input_px, params, None))
+        batches = _read_batches(slide, boxes, plan.level, plan.read_side, input_px, params, None)
+        n = sum(len(p) for _, p in batches)
         return {"tiles": n, "seconds": time.perf_counter() - t0}
     patches = np.random.default_rng(0).integers(0, 256, (params.batch_size, input_px, input_px, 3), np.uint8)
     n_batches = max(1, len(boxes) // params.batch_size)

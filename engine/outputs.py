@@ -181,7 +181,7 @@ def write_results(
     prepare_dir(folder)
     contract = model.contract
     grid_probs = analysis.prob_grid()
-    cell_mm2 = (analysis.grid.stride_px * contract.mpp / 1000) ** 2
+    cell_mm2 = analysis.grid.cell_mm2(contract.mpp)
     regions = find_regions(grid_probs, analysis.grid, contract.triage.tile_threshold, cell_mm2)
     write_text_atomic(folder / TILES, tiles_csv(analysis))
     heat, scale = heatmap_image(grid_probs)

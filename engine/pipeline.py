@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from engine.contract import ModelContract
 from engine.errors import CancelledError, SlideTooSmallError
 from engine.model import Model
 from engine.preprocess import prepare
@@ -102,6 +103,57 @@ def prob_grid(
     return out
 
 
+@dataclass(frozen=True)
+class TilePlan:
+    """Which tiles of a slide the model will see, and where and how they are read."""
+
+    mpp: float
+    grid: TileGrid
+    thumbnail: NDArray[np.uint8]
+    thumb_downsample: float
+    tissue_mask: NDArray[np.bool_]
+    fractions: NDArray[np.float32]
+    t_cols: NDArray[np.int64]
+    t_rows: NDArray[np.int64]
+    level: int
+    read_side: int
+
+    @property
+    def l0_boxes(self) -> NDArray[np.int64]:
+        return self.grid.l0_boxes(self.t_cols, self.t_rows)
+
+
+def plan_tiles(slide: Slide, contract: ModelContract, params: AnalysisParams) -> TilePlan:
+    """Grid at the model's resolution, tissue detection on a thumbnail, level to read from."""
+    mpp = slide.require_mpp()
+    grid = plan_grid(slide.dimensions, mpp, contract.mpp, contract.input_size, params.stride_px)
+    if grid.count == 0:
+        w, h = slide.dimensions
+        raise SlideTooSmallError(
+            f"{slide.name}: {w} x {h} px at {mpp:.3f} µm/px is smaller than one model patch "
+            f"({grid.l0_tile_px:.0f} px); nothing to analyse (check --mpp)"
+        )
+    thumb_side = max(slide.dimensions) * THUMB_PX_PER_TILE / grid.l0_tile_px
+    thumb_side = min(max(thumb_side, THUMB_MIN_SIDE), THUMB_MAX_SIDE, max(slide.dimensions))
+    thumbnail, thumb_ds = slide.thumbnail(int(thumb_side))
+    tissue = detect_tissue(thumbnail)
+    fractions = tissue_fractions(tissue, thumb_ds, grid)
+    t_rows, t_cols = np.nonzero(fractions >= params.min_tissue_fraction)
+    level = choose_level(slide.level_downsamples, grid.l0_tile_px / grid.input_px)
+    return TilePlan(
+        mpp=mpp,
+        grid=grid,
+        thumbnail=thumbnail,
+        thumb_downsample=thumb_ds,
+        tissue_mask=tissue,
+        fractions=fractions,
+        t_cols=t_cols.astype(np.int64),
+        t_rows=t_rows.astype(np.int64),
+        level=level,
+        read_side=lvl_read_size(grid, slide.level_downsamples[level]),
+    )
+
+
 ProgressFn = Callable[[int, int], None]
 BatchFn = Callable[[TileBatch], None]
 
@@ -122,24 +174,9 @@ def analyse_slide(
     params = params or AnalysisParams()
     contract = model.contract
     t_start = time.perf_counter()
-    mpp = slide.require_mpp()
-    grid = plan_grid(slide.dimensions, mpp, contract.mpp, contract.input_size, params.stride_px)
-    if grid.count == 0:
-        w, h = slide.dimensions
-        raise SlideTooSmallError(
-            f"{slide.name}: {w} x {h} px at {mpp:.3f} µm/px is smaller than one model patch "
-            f"({grid.l0_tile_px:.0f} px); nothing to analyse (check --mpp)"
-        )
-    thumb_side = max(slide.dimensions) * THUMB_PX_PER_TILE / grid.l0_tile_px
-    thumb_side = min(max(thumb_side, THUMB_MIN_SIDE), THUMB_MAX_SIDE, max(slide.dimensions))
-    thumbnail, thumb_ds = slide.thumbnail(int(thumb_side))
-    tissue = detect_tissue(thumbnail)
-    fractions = tissue_fractions(tissue, thumb_ds, grid)
-    t_rows, t_cols = np.nonzero(fractions >= params.min_tissue_fraction)
-    t_cols = t_cols.astype(np.int64)
-    t_rows = t_rows.astype(np.int64)
+    plan = plan_tiles(slide, contract, params)
+    grid, level, t_cols, t_rows = plan.grid, plan.level, plan.t_cols, plan.t_rows
     t_tissue = time.perf_counter()
-    level = choose_level(slide.level_downsamples, grid.l0_tile_px / grid.input_px)
     log.info(
         "%s: %d x %d grid, %d tissue tiles, reading level %d",
         slide.name,
@@ -150,14 +187,19 @@ def analyse_slide(
     )
 
     probs = np.empty(len(t_cols), dtype=np.float32)
-    boxes = grid.l0_boxes(t_cols, t_rows)
-    read_side = lvl_read_size(grid, slide.level_downsamples[level])
     done = 0
     if progress:
         progress(0, len(t_cols))
     infer_s = 0.0
     batches = _read_batches(
-        slide, boxes, level, read_side, grid.input_px, params, cancel, lambda p: prepare(p, contract)
+        slide,
+        plan.l0_boxes,
+        level,
+        plan.read_side,
+        grid.input_px,
+        params,
+        cancel,
+        lambda p: prepare(p, contract),
     )
     for start, inputs in batches:
         t0 = time.perf_counter()
@@ -171,16 +213,16 @@ def analyse_slide(
         if progress:
             progress(done, len(t_cols))
     t_end = time.perf_counter()
-    verdict = judge(probs, contract.triage, cell_mm2=(grid.stride_px * contract.mpp / 1000) ** 2)
+    verdict = judge(probs, contract.triage, cell_mm2=grid.cell_mm2(contract.mpp))
     return SlideAnalysis(
         slide_info=slide.describe(),
-        mpp=mpp,
+        mpp=plan.mpp,
         grid=grid,
         level=level,
-        thumbnail=thumbnail,
-        thumb_downsample=thumb_ds,
-        tissue_mask=tissue,
-        fractions=fractions,
+        thumbnail=plan.thumbnail,
+        thumb_downsample=plan.thumb_downsample,
+        tissue_mask=plan.tissue_mask,
+        fractions=plan.fractions,
         t_cols=t_cols,
         t_rows=t_rows,
         probs=probs,

@@ -74,7 +74,7 @@ class SavedAnalysis:
     @property
     def cell_mm2(self) -> float:
         """Area one grid cell stands for, as the pipeline computed it."""
-        return (self.grid.stride_px * self.model_mpp / 1000) ** 2
+        return self.grid.cell_mm2(self.model_mpp)
 
     def prob_grid(self) -> NDArray[np.float32]:
         """t_rows x t_cols probabilities, NaN where no tile was analysed."""

@@ -47,6 +47,10 @@ class TileGrid:
         size = np.full_like(x0, side)
         return np.stack([x0, y0, size, size], axis=1)
 
+    def cell_mm2(self, model_mpp: float) -> float:
+        """Area in mm² that one tile stands for (its stride cell)."""
+        return float((self.stride_px * model_mpp / 1000) ** 2)
+
     def l0_cell_corner(self, t_col: float, t_row: float) -> tuple[float, float]:
         """Level-0 position of grid-cell corner (t_col, t_row); cell (c, r) spans corners c..c+1."""
         off = self.l0_cell_offset

@@ -432,7 +432,7 @@ class MainWindow(QMainWindow):
     def _analysis_planned(self, token: int, grid: TileGrid) -> None:
         if token == self._token and self.model is not None:
             c = self.model.contract
-            cell_mm2 = (grid.stride_px * c.mpp / 1000) ** 2
+            cell_mm2 = grid.cell_mm2(c.mpp)
             self.overlay.start(grid, c.triage.tile_threshold, cell_mm2)
 
     def _analysis_progress(self, token: int, done: int, total: int) -> None:
