@@ -6,12 +6,12 @@ import csv
 import io
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import EquiTriageError, SlideNotFoundError
+from engine.errors import EquiTriageError, Remedy, SlideNotFoundError, phrase
 from engine.model import Model
 from engine.outputs import read_summary, write_results, write_text_atomic
 from engine.pipeline import AnalysisParams, BatchFn, ProgressFn, analyse_slide
@@ -51,24 +51,33 @@ class SlideJob:
 
 @dataclass(frozen=True)
 class SlideOutcome:
-    """One row of the batch summary."""
+    """One row of the batch summary; a failure keeps what went wrong and the remedy apart."""
 
     job: SlideJob
     status: str  # "ok", "cached" or "failed"
     summary: dict[str, Any] | None = None
-    error: str = ""
+    error: str = ""  # what went wrong, without advice
+    remedy: Remedy | None = None
+
+    @classmethod
+    def failed(cls, job: SlideJob, exc: EquiTriageError) -> SlideOutcome:
+        return cls(job, "failed", error=exc.problem, remedy=exc.remedy)
 
     @property
     def score(self) -> float | None:
         return None if self.summary is None else self.summary.get("score")
 
+    def message(self, remedies: Mapping[Remedy, str] | None = None) -> str:
+        """The error and its remedy in one line, worded from ``remedies`` (a front end's table)."""
+        return phrase(self.error, self.remedy, remedies) if self.error else ""
+
 
 def discover_slides(folder: Path, recursive: bool = False, exclude: Path | None = None) -> list[SlideJob]:
     """Slides in ``folder`` (sorted), skipping anything under ``exclude`` (the output folder)."""
     if not folder.exists():
-        raise SlideNotFoundError(f"{folder}: no such folder; check the path")
+        raise SlideNotFoundError(f"{folder}: no such folder")
     if not folder.is_dir():
-        raise SlideNotFoundError(f"{folder}: is a file; `batch` takes a folder (use `analyse` for one slide)")
+        raise SlideNotFoundError(f"{folder}: is a file, not a folder of slides", Remedy.USE_FOLDER)
     pattern = "**/*" if recursive else "*"
     excluded = exclude.resolve() if exclude else None
     files = sorted(
@@ -105,17 +114,37 @@ def _unique_names(jobs: list[SlideJob]) -> list[SlideJob]:
 
 
 def is_finished(
-    summary: dict[str, Any] | None, model: Model, params: AnalysisParams, mpp: float | None
+    summary: dict[str, Any] | None,
+    model: Model,
+    params: AnalysisParams,
+    mpp: float | None,
+    default_mpp: float | None = None,
 ) -> bool:
-    """Whether a stored analysis was made by this model with these parameters."""
+    """Whether a stored analysis was made by this model with these parameters and µm/px."""
     if summary is None:
         return False
     same_model = summary.get("model", {}).get("sha256") == model.sha256
     stored = summary.get("parameters", {})
     wanted = params.as_dict(model.contract.input_size)
     same_params = all(stored.get(k) == v for k, v in wanted.items())
-    same_mpp = mpp is None or summary.get("slide", {}).get("mpp_used") == mpp
-    return same_model and same_params and same_mpp
+    return same_model and same_params and _same_mpp(summary.get("slide", {}), mpp, default_mpp)
+
+
+def _same_mpp(slide: dict[str, Any], mpp: float | None, default_mpp: float | None) -> bool:
+    """Whether a run with ``mpp`` (override) and ``default_mpp`` would use the stored µm/px.
+
+    With neither given, any stored µm/px is accepted (the file's own, or one given before).
+    """
+    used = slide.get("mpp_used")
+    if mpp is not None:
+        return bool(used == mpp)
+    if default_mpp is None:
+        return True
+    if "file_mpp" in slide:
+        file_mpp = slide["file_mpp"]
+    else:  # summaries written before file_mpp was recorded: "user" means an override hid it
+        file_mpp = slide.get("mpp") if slide.get("mpp_source") != "user" else None
+    return bool(used == (file_mpp if file_mpp is not None else default_mpp))
 
 
 def analyse_file(
@@ -127,9 +156,13 @@ def analyse_file(
     progress: ProgressFn | None = None,
     on_batch: BatchFn | None = None,
     cancel: threading.Event | None = None,
+    default_mpp: float | None = None,
 ) -> dict[str, Any]:
-    """Open, analyse and write one slide; return its summary. Raises EquiTriageError."""
-    with open_slide(job.path, mpp=mpp) as slide:
+    """Open, analyse and write one slide; return its summary. Raises EquiTriageError.
+
+    ``mpp`` overrides the slide's µm/px; ``default_mpp`` is used only if the slide records none.
+    """
+    with open_slide(job.path, mpp=mpp, default_mpp=default_mpp) as slide:
         analysis = analyse_slide(slide, model, params, progress, on_batch, cancel)
     summary = write_results(out_dir / job.name, analysis, model, params)
     log.info("%s: score %s, %s", job.name, summary["score"], summary["category"])
@@ -146,27 +179,30 @@ def run_batch(
     on_done: Callable[[SlideOutcome], None] | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    default_mpp: float | None = None,
 ) -> list[SlideOutcome]:
-    """Analyse each job in turn, skipping finished ones; ``summary.csv`` is rewritten after each."""
+    """Analyse each job in turn, skipping finished ones; ``summary.csv`` is rewritten after each.
+
+    A slide that fails becomes a ``failed`` outcome (logged at debug level: the caller words it).
+    """
     outcomes: list[SlideOutcome] = []
     for job in jobs:
         if on_start:
             on_start(job)
         stored = read_summary(out_dir / job.name)
-        if is_finished(stored, model, params, mpp):
+        if is_finished(stored, model, params, mpp, default_mpp):
             outcome = SlideOutcome(job, "cached", stored)
         else:
             try:
-                outcome = SlideOutcome(
-                    job,
-                    "ok",
-                    analyse_file(job, out_dir, model, params, mpp, progress, cancel=cancel),
+                summary = analyse_file(
+                    job, out_dir, model, params, mpp, progress, cancel=cancel, default_mpp=default_mpp
                 )
+                outcome = SlideOutcome(job, "ok", summary)
             except EquiTriageError as exc:
                 if cancel is not None and cancel.is_set():
                     raise
-                log.warning("%s", exc)
-                outcome = SlideOutcome(job, "failed", error=str(exc))
+                log.debug("%s failed: %s", job.name, exc)
+                outcome = SlideOutcome.failed(job, exc)
         outcomes.append(outcome)
         write_text_atomic(out_dir / BATCH_SUMMARY, summary_csv(outcomes))
         if on_done:
@@ -208,7 +244,7 @@ def summary_csv(outcomes: Iterable[SlideOutcome]) -> str:
                 s.get("tumour_area_mm2", ""),
                 s.get("tiles", {}).get("analysed", ""),
                 s.get("model", {}).get("version", ""),
-                o.error,
+                o.message(),
                 str(o.job.path),
             ]
         )

@@ -15,11 +15,38 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine import __version__
-from engine.errors import EquiTriageError, OutputError
+from engine.errors import EquiTriageError, OutputError, Remedy
 
 log = logging.getLogger("engine.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_START, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+# What to do, in this command line's words; remedies not named here keep the engine's wording.
+CLI_REMEDIES: dict[Remedy, str] = {
+    Remedy.USE_SLIDE_FILE: "give a slide file, or use `batch` for a folder of slides",
+    Remedy.USE_FOLDER: "use `analyse` for one slide",
+    Remedy.SET_MPP: "pass --mpp (e.g. --mpp 0.25 for a 40x scan, 0.5 for 20x)",
+    Remedy.CHECK_MPP: "check its µm/px (--mpp overrides the file's)",
+    Remedy.CHOOSE_MODEL: "pass --model PATH to an EquiTriage ONNX model (or set EQUITRIAGE_MODEL)",
+    Remedy.CHECK_MODEL_PATH: "check the --model path",
+    Remedy.REEXPORT_MODEL: (
+        "re-export it (`python -m training export`) or pass --model with one made for this EquiTriage version"
+    ),
+    Remedy.CHOOSE_OUTPUT_DIR: "choose an output folder you can write to (--out)",
+    Remedy.ANALYSE_AGAIN: "run `analyse` on the slide again",
+}
+BATCH_REMEDIES: dict[Remedy, str] = {
+    **CLI_REMEDIES,
+    Remedy.SET_MPP: (
+        "pass --default-mpp for slides that do not record it (e.g. --default-mpp 0.25 for 40x scans, "
+        "0.5 for 20x)"
+    ),
+}
+
+
+def remedies_for(command: str) -> dict[Remedy, str]:
+    """The remedy wording for ``command``: a folder is better served by ``--default-mpp``."""
+    return BATCH_REMEDIES if command == "batch" else CLI_REMEDIES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     run_opts = argparse.ArgumentParser(add_help=False, parents=[common])
     run_opts.add_argument("--out", required=True, type=Path, help="folder for the results")
     run_opts.add_argument("--model", type=Path, help="EquiTriage ONNX model (default: the shipped one)")
-    run_opts.add_argument("--mpp", type=_positive_float, help="µm per level-0 pixel, overriding the file")
+    mpp_opts = run_opts.add_mutually_exclusive_group()
+    mpp_opts.add_argument(
+        "--mpp",
+        type=_positive_float,
+        help="µm per level-0 pixel of every slide, overriding what the files record",
+    )
+    mpp_opts.add_argument(
+        "--default-mpp",
+        type=_positive_float,
+        metavar="MPP",
+        help="µm per level-0 pixel only for slides whose file does not record it",
+    )
     run_opts.add_argument(
         "--stride", type=_positive_int, help="tile stride in model pixels (default: patch size)"
     )
@@ -102,10 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error("interrupted; finished slides are kept, re-run the same command to resume")
         return EXIT_INTERRUPTED
     except OutputError as exc:
-        _error(str(exc))
+        _error(exc.message(remedies_for(args.command)))
         return EXIT_START
     except EquiTriageError as exc:
-        _error(str(exc))
+        _error(exc.message(remedies_for(args.command)))
         return EXIT_START if args.command in ("analyse", "analyze", "batch", "model") else EXIT_FAILED
 
 
@@ -145,11 +183,14 @@ def _run(args: argparse.Namespace, jobs: list[Any], resume: bool) -> int:
     )
     show_bars = not args.quiet and sys.stderr.isatty()
     bar = _TileBar(show_bars)
+    remedies = remedies_for(args.command)
 
     def on_done(outcome: SlideOutcome) -> None:
         bar.close()
         if outcome.status == "cached":
             log.info("%s: already analysed with this model, skipped", outcome.job.name)
+        elif outcome.status == "failed":
+            log.warning("%s", outcome.message(remedies))
 
     outcomes = run_batch(
         jobs if resume else _fresh(jobs, args.out),
@@ -157,12 +198,13 @@ def _run(args: argparse.Namespace, jobs: list[Any], resume: bool) -> int:
         model,
         params,
         mpp=args.mpp,
+        default_mpp=args.default_mpp,
         on_start=bar.start,
         on_done=on_done,
         progress=bar.update,
     )
     bar.close()
-    _out(_table(ranked(outcomes)))
+    _out(_table(ranked(outcomes), remedies))
     failed = sum(o.status == "failed" for o in outcomes)
     _out(
         f"{len(outcomes) - failed} of {len(outcomes)} slides analysed; results in {args.out}",
@@ -207,13 +249,13 @@ class _TileBar:
             self._bar = None
 
 
-def _table(outcomes: list[Any]) -> str:
+def _table(outcomes: list[Any], remedies: dict[Remedy, str]) -> str:
     rows = [("rank", "slide", "status", "score", "category", "tumour mm²", "")]
     for i, o in enumerate(outcomes, start=1):
         s = o.summary or {}
         score = "" if s.get("score") is None else f"{s['score']:.3f}"
         area = "" if not s else f"{s.get('tumour_area_mm2', 0):.2f}"
-        rows.append((str(i), o.job.name, o.status, score, s.get("category", ""), area, o.error))
+        rows.append((str(i), o.job.name, o.status, score, s.get("category", ""), area, o.message(remedies)))
     widths = [max(len(r[c]) for r in rows) for c in range(6)]
     return "\n".join(
         "  ".join(cell.ljust(widths[c]) if c < 6 else cell for c, cell in enumerate(r)).rstrip() for r in rows
@@ -250,7 +292,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         _print_facts(facts, skip={"properties"})
         if facts["mpp"] is None:
-            _out("note: no µm/px in this file; pass --mpp when analysing it")
+            _out("note: no µm/px in this file; pass --mpp when analysing it (--default-mpp in a batch)")
     return EXIT_OK
 
 

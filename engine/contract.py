@@ -58,11 +58,7 @@ class ModelContract:
     def __post_init__(self) -> None:
         problems = list(_problems(self))
         if problems:
-            raise ContractError(
-                "invalid model contract: "
-                + "; ".join(problems)
-                + " (re-export the model with `python -m training export`)"
-            )
+            raise ContractError("invalid model contract: " + "; ".join(problems))
 
     @property
     def positive_index(self) -> int:
@@ -82,14 +78,13 @@ class ModelContract:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ContractError(f"model contract is not valid JSON ({exc}); re-export the model") from exc
+            raise ContractError(f"model contract is not valid JSON ({exc})") from exc
         if not isinstance(data, dict):
-            raise ContractError("model contract is not a JSON object; re-export the model")
+            raise ContractError("model contract is not a JSON object")
         version = data.pop("format_version", None)
         if version != FORMAT_VERSION:
             raise ContractError(
-                f"model contract format {version!r} is not supported (expected {FORMAT_VERSION}); "
-                "use a model exported for this EquiTriage version"
+                f"model contract format {version!r} is not supported (expected {FORMAT_VERSION})"
             )
         try:
             triage = TriagePolicy(**data.pop("triage", {}))
@@ -106,19 +101,14 @@ class ModelContract:
                 **data,
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ContractError(
-                f"model contract is incomplete or malformed ({exc}); re-export the model"
-            ) from exc
+            raise ContractError(f"model contract is incomplete or malformed ({exc})") from exc
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str]) -> ModelContract:
         """Read the contract from an ONNX model's custom metadata map."""
         text = metadata.get(METADATA_KEY)
         if text is None:
-            raise ContractError(
-                f"the model has no EquiTriage contract (metadata key {METADATA_KEY!r}); "
-                "export it with `python -m training export` or pass a model made for EquiTriage"
-            )
+            raise ContractError(f"the model has no EquiTriage contract (metadata key {METADATA_KEY!r})")
         return cls.from_json(text)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.contract import ModelContract
-from engine.errors import ContractError, ModelError, ModelNotFoundError
+from engine.errors import ContractError, ModelError, ModelNotFoundError, Remedy
 from engine.preprocess import prepare
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,7 @@ def default_model_path() -> Path:
     for folder in assets_dirs():
         if (folder / MODEL_FILE).is_file():
             return folder / MODEL_FILE
-    raise ModelNotFoundError(
-        "no model is shipped with this installation; pass --model PATH to an EquiTriage ONNX model "
-        f"(or set {MODEL_ENV})"
-    )
+    raise ModelNotFoundError("no model is shipped with this installation", Remedy.CHOOSE_MODEL)
 
 
 def verify_shipped(path: Path, sha256: str) -> None:
@@ -51,13 +48,13 @@ def verify_shipped(path: Path, sha256: str) -> None:
     record = path.with_name(path.name + ".sha256")
     if not record.is_file():
         if getattr(sys, "frozen", False):
-            raise ModelError("the shipped model's checksum record is missing; reinstall EquiTriage")
+            raise ModelError("the shipped model's checksum record is missing", Remedy.REINSTALL)
         return
     expected = record.read_text(encoding="ascii", errors="replace").split()
     if not expected or expected[0].lower() != sha256:
         raise ModelError(
-            f"{path.name}: the shipped model file is damaged or was modified (sha256 mismatch); "
-            "reinstall EquiTriage"
+            f"{path.name}: the shipped model file is damaged or was modified (sha256 mismatch)",
+            Remedy.REINSTALL,
         )
 
 
@@ -90,7 +87,7 @@ class Model:
         ort.disable_telemetry_events()  # an offline medical tool reports nothing anywhere
         p = Path(path) if path is not None else default_model_path()
         if not p.is_file():
-            raise ModelNotFoundError(f"{p}: no model file there; check the --model path")
+            raise ModelNotFoundError(f"{p}: no model file there")
         sha256 = file_sha256(p)
         if path is None:
             verify_shipped(p, sha256)
@@ -101,9 +98,7 @@ class Model:
         try:
             session = ort.InferenceSession(str(p), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises several unrelated types for bad files
-            raise ModelError(
-                f"{p.name}: not a valid ONNX model ({_first_line(exc)}); re-export or re-download it"
-            ) from exc
+            raise ModelError(f"{p.name}: not a valid ONNX model ({_first_line(exc)})") from exc
         contract = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map)
         _check_io(session, contract, p)
         log.info("loaded model %s (%s)", p, contract.model_version)
@@ -136,22 +131,21 @@ def _check_io(session: object, contract: ModelContract, path: Path) -> None:
     if contract.input_name not in inputs or contract.output_name not in outputs:
         raise ContractError(
             f"{path.name}: the contract names input {contract.input_name!r} and output "
-            f"{contract.output_name!r}, the graph has {sorted(inputs)} -> {sorted(outputs)}; "
-            "re-export the model"
+            f"{contract.output_name!r}, the graph has {sorted(inputs)} -> {sorted(outputs)}"
         )
     shape = inputs[contract.input_name].shape
     expected = [3, contract.input_size, contract.input_size]
     if len(shape) != 4 or [d if isinstance(d, int) else None for d in shape[1:]] != expected:
         raise ContractError(
             f"{path.name}: input shape {shape} does not match the contract's "
-            f"N x {expected[0]} x {expected[1]} x {expected[2]}; re-export the model"
+            f"N x {expected[0]} x {expected[1]} x {expected[2]}"
         )
     out_shape = outputs[contract.output_name].shape
     n_scores = out_shape[1] if len(out_shape) == 2 else None
     if len(out_shape) != 2 or (isinstance(n_scores, int) and n_scores != len(contract.classes)):
         raise ContractError(
             f"{path.name}: output shape {out_shape} does not give one score per class "
-            f"{list(contract.classes)}; re-export the model"
+            f"{list(contract.classes)}"
         )
 
 

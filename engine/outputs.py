@@ -43,9 +43,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         _discard(tmp)
-        raise OutputError(
-            f"cannot write {path} ({exc.strerror or exc}); choose an output folder you can write to"
-        ) from exc
+        raise OutputError(f"cannot write {path} ({exc.strerror or exc})") from exc
     except BaseException:
         _discard(tmp)
         raise
@@ -83,9 +81,7 @@ def prepare_dir(folder: Path) -> None:
         for stale in folder.glob(".*.tmp-*"):
             stale.unlink(missing_ok=True)
     except OSError as exc:
-        raise OutputError(
-            f"cannot create {folder} ({exc.strerror or exc}); choose an output folder you can write to"
-        ) from exc
+        raise OutputError(f"cannot create {folder} ({exc.strerror or exc})") from exc
 
 
 def check_writable(folder: Path) -> None:
@@ -96,9 +92,7 @@ def check_writable(folder: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise OutputError(
-            f"cannot write to {folder} ({exc.strerror or exc}); choose an output folder you can write to"
-        ) from exc
+        raise OutputError(f"cannot write to {folder} ({exc.strerror or exc})") from exc
 
 
 def tiles_csv(analysis: SlideAnalysis) -> str:

@@ -131,7 +131,7 @@ def plan_tiles(slide: Slide, contract: ModelContract, params: AnalysisParams) ->
         w, h = slide.dimensions
         raise SlideTooSmallError(
             f"{slide.name}: {w} x {h} px at {mpp:.3f} µm/px is smaller than one model patch "
-            f"({grid.l0_tile_px:.0f} px); nothing to analyse (check --mpp)"
+            f"({grid.l0_tile_px:.0f} px), nothing to analyse"
         )
     thumb_side = max(slide.dimensions) * THUMB_PX_PER_TILE / grid.l0_tile_px
     thumb_side = min(max(thumb_side, THUMB_MIN_SIDE), THUMB_MAX_SIDE, max(slide.dimensions))

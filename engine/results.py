@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.contract import TriagePolicy
-from engine.errors import EquiTriageError
+from engine.errors import EquiTriageError, Remedy
 from engine.outputs import TILES, read_summary
 from engine.pipeline import prob_grid
 from engine.regions import Region, find_regions
@@ -25,6 +25,8 @@ from engine.tiling import TileGrid
 
 class ResultsError(EquiTriageError):
     """A result folder exists but its files cannot be read back."""
+
+    default_remedy = Remedy.ANALYSE_AGAIN
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def grid_from_summary(summary: dict[str, Any]) -> TileGrid:
             stride_px=int(summary["parameters"]["stride_px"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise ResultsError(f"summary.json lacks the tile grid ({exc}); analyse the slide again") from exc
+        raise ResultsError(f"summary.json lacks the tile grid ({exc})") from exc
 
 
 def load_saved(folder: Path) -> SavedAnalysis | None:
@@ -118,13 +120,13 @@ def load_saved(folder: Path) -> SavedAnalysis | None:
                 ys.append(int(row["y0"]))
                 ps.append(float(row["prob"]))
     except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise ResultsError(f"{folder / TILES}: cannot be read back ({exc}); analyse the slide again") from exc
+        raise ResultsError(f"{folder / TILES}: cannot be read back ({exc})") from exc
     stride = grid.l0_stride_px if grid.l0_stride_px > 0 else 1.0
     t_cols = np.rint(np.asarray(xs, dtype=np.float64) / stride).astype(np.int64)
     t_rows = np.rint(np.asarray(ys, dtype=np.float64) / stride).astype(np.int64)
     inside = (t_cols >= 0) & (t_cols < grid.t_cols) & (t_rows >= 0) & (t_rows < grid.t_rows)
     if not bool(inside.all()):
-        raise ResultsError(f"{folder / TILES}: tiles lie outside the grid; analyse the slide again")
+        raise ResultsError(f"{folder / TILES}: tiles lie outside the grid")
     return SavedAnalysis(
         folder=folder,
         summary=summary,

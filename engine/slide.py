@@ -20,6 +20,7 @@ from PIL import Image
 
 from engine.errors import (
     MissingMppError,
+    Remedy,
     SlideNotFoundError,
     SlideReadError,
     UnsupportedSlideError,
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 PLAIN_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 # µm/px outside this range is not a microscope scan (e.g. a 72 dpi default in an image header).
 PLAUSIBLE_MPP = (0.05, 50.0)
+# ``mpp_source`` of a µm/px given by the user for this slide, and of a fallback for files without one.
+MPP_OVERRIDE = "user"
+MPP_DEFAULT = "default"
 
 
 class Slide(ABC):
@@ -42,6 +46,7 @@ class Slide(ABC):
     level_downsamples: tuple[float, ...]
     mpp: float | None
     mpp_source: str
+    file_mpp: float | None = None  # what the file itself records, whatever overrides it
     objective_power: float | None
     properties: Mapping[str, str]
 
@@ -66,20 +71,34 @@ class Slide(ABC):
     def read_region(self, l0_xy: tuple[int, int], level: int, lvl_size: tuple[int, int]) -> NDArray[np.uint8]:
         """RGB pixels of ``lvl_size`` (w, h) at ``level``, top-left at level-0 ``l0_xy``."""
 
+    @property
+    def mpp_origin(self) -> str:
+        """Where the µm/px in use comes from: ``file``, ``override``, ``default`` or ``none``."""
+        if self.mpp is None:
+            return "none"
+        return {MPP_OVERRIDE: "override", MPP_DEFAULT: "default"}.get(self.mpp_source, "file")
+
+    def _set_file_mpp(self, mpp: float | None, source: str) -> None:
+        """Record the µm/px the file itself gives (None: it gives none)."""
+        self.mpp = self.file_mpp = mpp
+        self.mpp_source = source if mpp is not None else "none"
+
     def with_mpp(self, mpp: float) -> Slide:
-        """Set the µm/px by hand (for files that do not record it)."""
-        if not (math.isfinite(mpp) and mpp > 0):
-            raise ValueError(f"mpp must be a positive number, got {mpp}")
-        self.mpp = float(mpp)
-        self.mpp_source = "user"
+        """Set the µm/px by hand, overriding the file's."""
+        self.mpp = _checked_mpp(mpp)
+        self.mpp_source = MPP_OVERRIDE
+        return self
+
+    def with_default_mpp(self, mpp: float) -> Slide:
+        """Use ``mpp`` only if the slide has no µm/px of its own."""
+        checked = _checked_mpp(mpp)
+        if self.mpp is None:
+            self.mpp, self.mpp_source = checked, MPP_DEFAULT
         return self
 
     def require_mpp(self) -> float:
         if self.mpp is None:
-            raise MissingMppError(
-                f"{self.name}: the slide does not record its µm/px; pass --mpp "
-                "(e.g. --mpp 0.25 for a 40x scan, 0.5 for 20x)"
-            )
+            raise MissingMppError(f"{self.name}: the slide does not record its µm/px")
         return self.mpp
 
     def best_level_for_downsample(self, downsample: float) -> int:
@@ -133,6 +152,8 @@ class Slide(ABC):
             "level_downsamples": [round(d, 4) for d in self.level_downsamples],
             "mpp": self.mpp,
             "mpp_source": self.mpp_source,
+            "mpp_origin": self.mpp_origin,
+            "file_mpp": self.file_mpp,
             "objective_power": self.objective_power,
             "associated_images": list(self.associated_image_names),
         }
@@ -155,8 +176,7 @@ class ArraySlide(Slide):
         self.path = path
         self.name = name
         self.vendor = vendor
-        self.mpp = mpp
-        self.mpp_source = "given" if mpp is not None else "none"
+        self._set_file_mpp(mpp, "given")
         self.objective_power = None
         self.properties = {}
         base = Image.fromarray(pixels)
@@ -200,8 +220,8 @@ class OpenSlideSlide(Slide):
             raise UnsupportedSlideError(_unsupported_message(path)) from exc
         except openslide.OpenSlideError as exc:
             raise SlideReadError(
-                f"{path.name}: OpenSlide recognised the file but cannot read it ({exc}); "
-                "the file is damaged or uses an unsupported compression: re-export or re-scan it"
+                f"{path.name}: OpenSlide recognised the file but cannot read it ({exc}): "
+                "the file is damaged or uses an unsupported compression"
             ) from exc
         self.path = path
         self.name = slide_name(path)
@@ -209,7 +229,7 @@ class OpenSlideSlide(Slide):
         self.properties = props
         self.level_dimensions = tuple(tuple(d) for d in self._osr.level_dimensions)  # type: ignore[misc]
         self.level_downsamples = tuple(float(d) for d in self._osr.level_downsamples)
-        self.mpp, self.mpp_source = _mpp_from_properties(props)
+        self._set_file_mpp(*_mpp_from_properties(props))
         power = props.get("openslide.objective-power")
         self.objective_power = _to_float(power)
 
@@ -228,8 +248,8 @@ class OpenSlideSlide(Slide):
             rgba = self._osr.read_region(l0_xy, level, lvl_size)
         except self._openslide.OpenSlideError as exc:
             raise SlideReadError(
-                f"{self.name}: pixels at level-0 ({l0_xy[0]}, {l0_xy[1]}) cannot be read ({exc}); "
-                "the file is damaged: re-export or re-scan it"
+                f"{self.name}: pixels at level-0 ({l0_xy[0]}, {l0_xy[1]}) cannot be read ({exc}): "
+                "the file is damaged"
             ) from exc
         return rgba_to_rgb(np.asarray(rgba))
 
@@ -279,43 +299,45 @@ def _plausible(mpp: float) -> bool:
     return PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1]
 
 
+def _checked_mpp(mpp: float) -> float:
+    if not (math.isfinite(mpp) and mpp > 0):
+        raise ValueError(f"mpp must be a positive number, got {mpp}")
+    return float(mpp)
+
+
 def _unsupported_message(path: Path) -> str:
-    return (
-        f"{path.name}: not a slide OpenSlide or Pillow can read; use Aperio .svs, Hamamatsu, "
-        "Leica .scn, MIRAX .mrxs, Philips/generic tiled TIFF, Ventana, DICOM, or PNG/JPEG/TIFF images"
-    )
+    return f"{path.name}: not a slide OpenSlide or Pillow can read"
 
 
-def _open_plain_image(path: Path, mpp: float | None) -> ArraySlide:
+def _open_plain_image(path: Path) -> ArraySlide:
     try:
         with Image.open(path) as img:
             dpi = img.info.get("dpi")
             pixels = np.asarray(img.convert("RGB"))
     except Image.DecompressionBombError as exc:
         raise UnsupportedSlideError(
-            f"{path.name}: too large to read as a plain image; convert it to a pyramidal TIFF"
+            f"{path.name}: too large to read as a plain image", Remedy.CONVERT_TO_PYRAMID
         ) from exc
     except (OSError, ValueError) as exc:
         raise UnsupportedSlideError(_unsupported_message(path) + f" ({exc})") from exc
     slide = ArraySlide(pixels, None, name=slide_name(path), path=path, vendor="image")
-    if mpp is None and dpi:
+    if dpi:
         dpi_mpp = 25400.0 / float(dpi[0]) if float(dpi[0]) > 0 else 0.0
         if _plausible(dpi_mpp):
-            slide.mpp, slide.mpp_source = dpi_mpp, "image dpi"
-    if mpp is not None:
-        slide.with_mpp(mpp)
+            slide._set_file_mpp(dpi_mpp, "image dpi")
     return slide
 
 
-def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
-    """Open a whole-slide file (OpenSlide) or a plain image (Pillow); ``mpp`` overrides the file."""
+def open_slide(path: str | Path, mpp: float | None = None, default_mpp: float | None = None) -> Slide:
+    """Open a whole-slide file (OpenSlide) or a plain image (Pillow).
+
+    ``mpp`` overrides the file's µm/px; ``default_mpp`` is used only if the file records none.
+    """
     p = Path(path)
     if not p.exists():
-        raise SlideNotFoundError(f"{p}: no such file; check the path")
+        raise SlideNotFoundError(f"{p}: no such file")
     if p.is_dir():
-        raise SlideNotFoundError(
-            f"{p}: is a folder, not a slide file; give a file, or use `batch` for a folder of slides"
-        )
+        raise SlideNotFoundError(f"{p}: is a folder, not a slide file", Remedy.USE_SLIDE_FILE)
     import openslide
 
     vendor = openslide.OpenSlide.detect_format(str(p))
@@ -323,10 +345,19 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
     if vendor is not None:
         slide = OpenSlideSlide(p)
     elif p.suffix.lower() in PLAIN_IMAGE_SUFFIXES:
-        slide = _open_plain_image(p, mpp)
+        slide = _open_plain_image(p)
     else:
         raise UnsupportedSlideError(_unsupported_message(p))
     if mpp is not None:
         slide.with_mpp(mpp)
-    log.debug("opened %s: %s, %s levels, mpp %s", p, slide.vendor, slide.level_count, slide.mpp)
+    elif default_mpp is not None:
+        slide.with_default_mpp(default_mpp)
+    log.debug(
+        "opened %s: %s, %s levels, mpp %s (%s)",
+        p,
+        slide.vendor,
+        slide.level_count,
+        slide.mpp,
+        slide.mpp_origin,
+    )
     return slide

@@ -19,7 +19,8 @@ from engine.outputs import write_results
 from engine.pipeline import AnalysisParams, TileBatch, analyse_slide
 from engine.slide import open_slide
 from engine.tiling import plan_grid
-from gui.workers import lower_thread_priority, user_message
+from gui.remedies import app_message, outcome_message
+from gui.workers import lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class AnalysisWorker(QRunnable):
         except Exception as exc:
             if not isinstance(exc, EquiTriageError):
                 log.exception("analysis of %s failed", r.path)
-            s.failed.emit(r.token, user_message(exc))
+            s.failed.emit(r.token, app_message(exc))
         else:
             s.finished.emit(r.token, summary)
         finally:
@@ -128,6 +129,8 @@ class BatchWorker(QRunnable):
             s.started.emit(self.token, job)
 
         def on_done(outcome: SlideOutcome) -> None:
+            if outcome.status == "failed":
+                log.warning("%s", outcome_message(outcome))
             s.outcome.emit(self.token, outcome)
 
         def progress(done: int, total: int) -> None:
@@ -149,7 +152,7 @@ class BatchWorker(QRunnable):
         except Exception as exc:
             if not isinstance(exc, EquiTriageError):
                 log.exception("batch failed")
-            s.failed.emit(self.token, user_message(exc))
+            s.failed.emit(self.token, app_message(exc))
         else:
             s.finished.emit(self.token, self.cancel.is_set())
         finally:

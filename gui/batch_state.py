@@ -8,26 +8,8 @@ from typing import Any
 
 from engine.batch import SlideJob, SlideOutcome
 from engine.outputs import read_summary
+from gui.remedies import outcome_message
 from gui.state import Observable
-
-# The engine's messages name CLI options; say what to do in the app instead.
-_CLI_HINTS = (
-    (
-        "; pass --mpp (e.g. --mpp 0.25 for a 40x scan, 0.5 for 20x)",
-        "; open it on its own (double-click) to enter its µm/px and analyse it",
-    ),
-    ("(check --mpp)", "(check its µm/px)"),
-    ("check the --model path", "check the model file in File ▸ Settings"),
-    ("pass --model PATH to an EquiTriage ONNX model", "choose an EquiTriage ONNX model"),
-)
-
-
-def for_app(message: str) -> str:
-    """An engine message with command-line advice replaced by what to do in the app."""
-    for cli, app in _CLI_HINTS:
-        message = message.replace(cli, app)
-    return message
-
 
 STATUS_ORDER = {"failed": 0, "running": 1, "queued": 2, "cancelled": 3, "saved": 4, "done": 5}
 
@@ -114,7 +96,7 @@ class BatchState(Observable):
             return
         row = self.rows[i]
         if outcome.status == "failed":
-            row.status, row.error, row.summary = "failed", for_app(outcome.error), None
+            row.status, row.error, row.summary = "failed", outcome_message(outcome), None
         else:
             row.status, row.summary = "done", outcome.summary
             row.error = "already analysed with this model" if outcome.status == "cached" else ""

@@ -39,12 +39,13 @@ from engine.slide import slide_name
 from engine.tiling import TileGrid
 from gui import exports
 from gui.analysis_worker import AnalysisRequest, AnalysisWorker, BatchWorker
-from gui.batch_state import BatchState, for_app
+from gui.batch_state import BatchState
 from gui.batch_view import BatchView
 from gui.dialogs import PreferencesDialog, ask_mpp, show_about
 from gui.info_panel import SlideInfoPanel
 from gui.model_manager import ModelKey, ModelManager
 from gui.overview import Overview
+from gui.remedies import app_message
 from gui.results_panel import ResultsPanel
 from gui.settings import Settings, load_settings, read_threads, save_settings
 from gui.state import OverlayState, eta_s, format_duration
@@ -191,7 +192,6 @@ class MainWindow(QMainWindow):
     # -- messages ----------------------------------------------------------------------------
     def report_error(self, title: str, message: str) -> None:
         """A readable, non-blocking dialog and a status-bar line; never an exception."""
-        message = for_app(message)
         log.warning("%s: %s", title, message)
         self.errors.append(message)
         self.statusBar().showMessage(f"{title}: {message}", 15000)
@@ -354,7 +354,7 @@ class MainWindow(QMainWindow):
         if not loud:
             self.statusBar().showMessage(f"No model: {message}", 10000)
         else:
-            self.report_error("Model unavailable", message + "\nChoose a model in File ▸ Settings.")
+            self.report_error("Model unavailable", message)
 
     def _load_model_quietly(self) -> None:
         self.with_model(lambda _m: None, quiet=True)
@@ -375,7 +375,7 @@ class MainWindow(QMainWindow):
         try:
             check_writable(Path(self.settings.output_dir))
         except OutputError as exc:
-            self.report_error("Results folder not writable", f"{exc} (File ▸ Settings)")
+            self.report_error("Results folder not writable", app_message(exc))
             return False
         return True
 
@@ -407,7 +407,7 @@ class MainWindow(QMainWindow):
         if token != self._token or opened is None or self.analysis is not None:
             self.results_panel.set_running(self.analysis is not None)
             return
-        mpp = opened.slide.mpp if opened.slide.mpp_source == "user" else None
+        mpp = opened.slide.mpp if opened.slide.mpp_origin == "override" else None
         request = AnalysisRequest(token, opened.path, opened.results_dir, model, self.params(), mpp)
         worker = AnalysisWorker(request)
         s = worker.signals
@@ -532,7 +532,7 @@ class MainWindow(QMainWindow):
         try:
             jobs = discover_slides(folder, exclude=out)
         except EquiTriageError as exc:
-            self.report_error("Cannot triage folder", str(exc))
+            self.report_error("Cannot triage folder", app_message(exc))
             return
         self.settings.last_folder = str(folder)
         self.batch_state.load(folder, out, jobs)
@@ -614,13 +614,10 @@ class MainWindow(QMainWindow):
         try:
             exports.export(kind, path, self.opened, self.saved, self.overlay)
         except (EquiTriageError, OSError) as exc:
+            # The export's own file, not the results folder: the remedy is another place.
             reason = getattr(exc, "strerror", None) or exc
-            message = (
-                str(exc)
-                if isinstance(exc, OutputError)
-                else f"cannot write {path} ({reason}); choose another place"
-            )
-            self.report_error("Export failed", message)
+            problem = exc.problem if isinstance(exc, OutputError) else f"cannot write {path} ({reason})"
+            self.report_error("Export failed", f"{problem}; choose another place")
             return
         finally:
             QApplication.restoreOverrideCursor()

@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
 
+from engine.errors import EquiTriageError
 from engine.slide import Slide
 from gui.tile_cache import TILE_PX, TileCache, TileKey, tile_spec
 
@@ -130,7 +131,9 @@ class TileLoader(QObject):
             image = rgb_to_qimage(pixels)
         except Exception as exc:  # a damaged or vanished file must not kill the worker
             log.warning("tile %s: %s", key, exc)
-            self._signals.failed.emit(token, key, str(exc))
+            # The window words its own advice (was the file moved?): pass on only what went wrong.
+            problem = exc.problem if isinstance(exc, EquiTriageError) else str(exc)
+            self._signals.failed.emit(token, key, problem)
             return
         self.reads += 1
         self._signals.ready.emit(token, key, image)

@@ -22,6 +22,7 @@ from engine.errors import EquiTriageError
 from engine.model import Model
 from engine.results import SavedAnalysis, load_saved
 from engine.slide import Slide, open_slide
+from gui.remedies import app_message
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,6 @@ def lower_thread_priority(nice: int = WORKER_NICE) -> None:
         log.debug("cannot lower the thread priority: %s", exc)
 
 
-def user_message(exc: BaseException) -> str:
-    """The engine's own message for its errors; a short generic one for anything else."""
-    if isinstance(exc, EquiTriageError):
-        return str(exc)
-    return f"unexpected error ({type(exc).__name__}: {exc}); see the log for details"
-
-
 class SlideOpener(QRunnable):
     """Open ``path``, read its thumbnail, label/macro images and any saved analysis."""
 
@@ -87,7 +81,7 @@ class SlideOpener(QRunnable):
         except Exception as exc:
             if not isinstance(exc, EquiTriageError):
                 log.exception("opening %s failed", self.path)
-            self.signals.failed.emit(self.token, user_message(exc))
+            self.signals.failed.emit(self.token, app_message(exc))
             return
         self.signals.done.emit(self.token, opened)
 
@@ -112,7 +106,7 @@ class SlideOpener(QRunnable):
         try:
             saved = load_saved(self.results_dir)
         except EquiTriageError as exc:
-            saved_error = str(exc)
+            saved_error = app_message(exc)
         return OpenedSlide(self.path, self.results_dir, slide, thumbnail, associated, saved, saved_error)
 
 
@@ -133,7 +127,7 @@ class ModelLoader(QRunnable):
         except Exception as exc:
             if not isinstance(exc, EquiTriageError):
                 log.exception("loading the model failed")
-            self.signals.failed.emit(self.token, user_message(exc))
+            self.signals.failed.emit(self.token, app_message(exc))
             return
         self.signals.done.emit(self.token, model)
 
@@ -153,6 +147,6 @@ class CallJob(QRunnable):
         except Exception as exc:
             if not isinstance(exc, EquiTriageError):
                 log.exception("background job failed")
-            self.signals.failed.emit(self.token, user_message(exc))
+            self.signals.failed.emit(self.token, app_message(exc))
             return
         self.signals.done.emit(self.token, result)

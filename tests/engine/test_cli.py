@@ -113,7 +113,20 @@ def test_bad_models_stop_before_any_slide(
 def test_no_shipped_model_says_to_pass_one(shared_data: Path, tmp_path: Path) -> None:
     proc = run_cli("model", env={"EQUITRIAGE_MODEL": str(tmp_path / "none.onnx")})
     assert proc.returncode == 3
-    assert_one_line_error(proc, "no model file")
+    assert_one_line_error(proc, "no model file there; check the --model path")
+
+
+def test_no_model_anywhere_names_the_model_flag() -> None:
+    code = (
+        "import engine.model\n"
+        "engine.model.assets_dirs = lambda: []\n"
+        "from engine.cli import main\n"
+        "raise SystemExit(main(['model']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "EQUITRIAGE_MODEL"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env)
+    assert proc.returncode == 3
+    assert_one_line_error(proc, "no model is shipped with this installation; pass --model PATH")
 
 
 def test_unwritable_output_folder(shared_data: Path, model_path: Path, tmp_path: Path) -> None:
@@ -128,12 +141,15 @@ def test_unwritable_output_folder(shared_data: Path, model_path: Path, tmp_path:
         str(model_path),
     )
     assert proc.returncode == 3
-    assert_one_line_error(proc, "choose an output folder")
+    assert_one_line_error(proc, "choose an output folder you can write to (--out)")
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert run_cli("analyse", "x.svs").returncode == 2
     assert run_cli("analyse", "x.svs", "--out", str(tmp_path), "--mpp", "-1").returncode == 2
+    assert run_cli("batch", str(tmp_path), "--out", str(tmp_path), "--default-mpp", "0").returncode == 2
+    both = run_cli("analyse", "x.svs", "--out", str(tmp_path), "--mpp", "0.5", "--default-mpp", "0.5")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
     assert run_cli("frobnicate").returncode == 2
 
 
@@ -218,6 +234,62 @@ def test_batch_killed_half_way_resumes(
     assert {n for n, s in rows.items() if s == "cached"} == finished
     assert all(rows[f"case_{i:02d}"] in ("ok", "cached") for i in range(6))
     assert done.returncode == 1  # the broken slide
+
+
+def _mpp_of(out: Path, name: str) -> tuple[float, str, float | None]:
+    slide = json.loads((out / name / "summary.json").read_text())["slide"]
+    return slide["mpp_used"], slide["mpp_origin"], slide["file_mpp"]
+
+
+def test_default_mpp_fills_in_only_where_the_file_has_none(
+    shared_data: Path, model_path: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "own.svs").symlink_to(shared_data / "slides" / "CMU-1-Small-Region.svs")  # 0.499 µm/px
+    (folder / "bare.tiff").symlink_to(shared_data / "slides" / "boxes_generic_tiled.tiff")  # none
+    out = tmp_path / "out"
+    batch = ["batch", str(folder), "--out", str(out), "--model", str(model_path)]
+
+    def statuses() -> dict[str, str]:
+        return {r["slide"]: r["status"] for r in read_rows(out / "summary.csv")}
+
+    proc = run_cli(*batch)
+    assert proc.returncode == 1 and statuses() == {"own": "ok", "bare": "failed"}
+    warning = next(line for line in proc.stderr.splitlines() if "bare" in line)
+    assert "does not record its µm/px; pass --default-mpp" in warning
+    assert "--default-mpp" in proc.stdout  # the result table row
+
+    proc = run_cli(*batch, "--default-mpp", "1.0")
+    assert proc.returncode == 0, proc.stderr
+    assert statuses() == {"own": "cached", "bare": "ok"}  # the file's own µm/px was used: no re-run
+    assert _mpp_of(out, "own") == (pytest.approx(0.499), "file", pytest.approx(0.499))
+    assert _mpp_of(out, "bare") == (1.0, "default", None)
+
+    proc = run_cli(*batch, "--default-mpp", "1.2")
+    assert statuses() == {"own": "cached", "bare": "ok"}  # only the slide that used the default
+    assert _mpp_of(out, "bare") == (1.2, "default", None)
+    run_cli(*batch, "--default-mpp", "1.2")
+    assert statuses() == {"own": "cached", "bare": "cached"}
+
+    proc = run_cli(*batch, "--mpp", "1.1")  # --mpp still overrides every slide
+    assert proc.returncode == 0, proc.stderr
+    assert statuses() == {"own": "ok", "bare": "ok"}
+    assert _mpp_of(out, "own") == (1.1, "override", pytest.approx(0.499))
+    assert _mpp_of(out, "bare") == (1.1, "override", None)
+
+    proc = run_cli(
+        "analyse",
+        str(folder / "bare.tiff"),
+        "--out",
+        str(tmp_path / "one"),
+        "--model",
+        str(model_path),
+        "--default-mpp",
+        "0.9",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _mpp_of(tmp_path / "one", "bare") == (0.9, "default", None)
 
 
 def test_engine_never_opens_a_network_connection(

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from engine.errors import ContractError, ModelError, ModelNotFoundError
+from engine.errors import ContractError, ModelError, ModelNotFoundError, Remedy
 from engine.model import MODEL_ENV, Model, default_model_path
 from engine.preprocess import prepare
 from tests.onnx_models import colour_graph, make_contract, write_model
@@ -43,8 +43,18 @@ def test_bad_patch_arrays_are_refused(model: Model) -> None:
 
 
 def test_missing_model_file(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match="--model"):
+    with pytest.raises(ModelNotFoundError, match="no model file there; check the model path") as info:
         Model.load(tmp_path / "nope.onnx")
+    assert info.value.remedy is Remedy.CHECK_MODEL_PATH
+
+
+def test_no_shipped_model_asks_for_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MODEL_ENV, raising=False)
+    monkeypatch.setattr("engine.model.assets_dirs", lambda: [tmp_path])
+    with pytest.raises(ModelNotFoundError, match="no model is shipped") as info:
+        default_model_path()
+    assert info.value.remedy is Remedy.CHOOSE_MODEL
+    assert "--" not in str(info.value)  # the library's wording names no front end's flags
 
 
 def test_corrupt_model_file(tmp_path: Path) -> None:

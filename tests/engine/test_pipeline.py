@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from engine.errors import CancelledError, MissingMppError, SlideTooSmallError
+from engine.errors import CancelledError, MissingMppError, Remedy, SlideTooSmallError
 from engine.model import Model
 from engine.pipeline import AnalysisParams, TileBatch, analyse_slide, resize_patch
 from engine.slide import ArraySlide
@@ -84,8 +84,9 @@ def test_slide_smaller_than_one_patch(model: Model) -> None:
 
 def test_slide_without_mpp(model: Model) -> None:
     slide = ArraySlide(synthetic_pixels(400, 400, (0, 0, 400, 400)), mpp=None)
-    with pytest.raises(MissingMppError, match="--mpp"):
+    with pytest.raises(MissingMppError, match="does not record its µm/px; give its µm/px") as info:
         analyse_slide(slide, model)
+    assert info.value.remedy is Remedy.SET_MPP
 
 
 def test_cancel_stops_the_analysis(tissue_slide: ArraySlide, model: Model) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.errors import MissingMppError, SlideNotFoundError, SlideReadError, UnsupportedSlideError
+from engine.errors import MissingMppError, Remedy, SlideNotFoundError, SlideReadError, UnsupportedSlideError
 from engine.slide import ArraySlide, open_slide, rgba_to_rgb
 
 
@@ -34,10 +34,24 @@ def test_dicom_slide_made_of_two_files(shared_data: Path) -> None:
 def test_slides_without_mpp_ask_for_it(shared_data: Path, name: str) -> None:
     with open_slide(shared_data / "slides" / name) as slide:
         assert slide.mpp is None
-        with pytest.raises(MissingMppError, match="--mpp"):
+        with pytest.raises(MissingMppError, match="µm/px") as info:
             slide.require_mpp()
+        assert info.value.remedy is Remedy.SET_MPP
     with open_slide(shared_data / "slides" / name, mpp=0.25) as slide:
-        assert slide.mpp == 0.25 and slide.mpp_source == "user"
+        assert slide.mpp == 0.25 and slide.mpp_source == "user" and slide.mpp_origin == "override"
+    with open_slide(shared_data / "slides" / name, default_mpp=0.25) as slide:
+        assert (slide.mpp, slide.mpp_origin, slide.file_mpp) == (0.25, "default", None)
+
+
+def test_default_mpp_never_replaces_the_files_own(shared_data: Path) -> None:
+    path = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    with open_slide(path, default_mpp=0.25) as slide:
+        assert slide.mpp == pytest.approx(0.499) and slide.mpp_origin == "file"
+        facts = slide.describe()
+        assert facts["mpp_origin"] == "file" and facts["file_mpp"] == pytest.approx(0.499)
+    with open_slide(path, mpp=0.25, default_mpp=0.3) as slide:  # an override wins
+        assert slide.mpp == 0.25 and slide.mpp_origin == "override"
+        assert slide.file_mpp == pytest.approx(0.499)
 
 
 def test_pyramid_levels_of_generic_tiff(shared_data: Path) -> None:

@@ -114,6 +114,7 @@ def test_slide_without_mpp_asks_for_it(qtbot: QtBot, window: MainWindow, slides:
     assert asked == ["tcga-cr-7395-01a-01-ts1"]
     assert window.saved is not None
     assert window.saved.summary["slide"]["mpp_used"] == 0.5
+    assert window.saved.summary["slide"]["mpp_origin"] == "override"  # typed in for this slide
     assert window.viewer.slide is not None and window.viewer.slide.mpp == 0.5
 
 

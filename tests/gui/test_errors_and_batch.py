@@ -41,7 +41,8 @@ def test_missing_model(qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Pa
     open_slide_and_wait(qtbot, window, cmu)
     window.analyse()
     message = _wait_error(qtbot, window)
-    assert "nowhere.onnx" in message and "Settings" in message
+    assert message.endswith("nowhere.onnx: no model file there; check the model file in File ▸ Settings")
+    assert "--" not in message
     assert window.results_panel.analyse_button.isEnabled()
 
 
@@ -92,7 +93,11 @@ def test_batch_fills_sorts_and_resumes(
     assert rows["case_a"].status == "done" and rows["case_a"].score is not None
     for broken in ("case_b", "case_c", "case_d"):
         assert rows[broken].status == "failed" and rows[broken].error
-    assert "µm/px" in rows["case_b"].error
+    assert rows["case_b"].error == (
+        "case_b: the slide does not record its µm/px; "
+        "open it on its own (double-click) to enter its µm/px and analyse it"
+    )
+    assert not [r.error for r in rows.values() if "--" in r.error]  # no command-line flags in the app
     assert view.overall.value() == 4
     # sorted by score, most suspicious first; failed slides last
     assert view.row_at(0).job.name == "case_a"
@@ -156,11 +161,21 @@ def test_about_shows_model_card_and_disclaimer(qtbot: QtBot, window: MainWindow)
     box.done(0)
 
 
-def test_cli_advice_becomes_app_advice() -> None:
-    from gui.batch_state import for_app
+def test_remedies_are_worded_for_the_app() -> None:
+    from engine.errors import NEUTRAL_REMEDIES, MissingMppError, ModelNotFoundError, Remedy
+    from gui.remedies import APP_REMEDIES, app_message
 
-    text = "x: the slide does not record its µm/px; pass --mpp (e.g. --mpp 0.25 for a 40x scan, 0.5 for 20x)"
-    assert "--mpp" not in for_app(text) and "enter its µm/px" in for_app(text)
+    assert app_message(MissingMppError("x: the slide does not record its µm/px")) == (
+        "x: the slide does not record its µm/px; open it on its own (double-click) to enter its µm/px "
+        "and analyse it"
+    )
+    no_model = ModelNotFoundError("no model is shipped with this installation", Remedy.CHOOSE_MODEL)
+    assert app_message(no_model) == (
+        "no model is shipped with this installation; choose an EquiTriage ONNX model in File ▸ Settings"
+    )
+    assert app_message(ValueError("boom")).startswith("unexpected error (ValueError: boom)")
+    for remedy in Remedy:
+        assert "--" not in APP_REMEDIES.get(remedy, NEUTRAL_REMEDIES[remedy])
 
 
 def test_preferences_dialog_edits_settings(qtbot: QtBot, settings: Settings) -> None:
