@@ -1,4 +1,7 @@
-"""Command line: ``python -m training {train,export,evaluate,summary}`` (``equitriage-train``)."""
+"""Command line: ``python -m training {train,export,evaluate,quantize,study,results,summary}``.
+
+Also installed as ``equitriage-train``.
+"""
 
 from __future__ import annotations
 
@@ -84,8 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_arch(s)
 
     from training.quantize import add_quantize_parser
+    from training.results import add_results_parser
+    from training.study import add_study_parser
 
     add_quantize_parser(sub)
+    add_study_parser(sub)
+    add_results_parser(sub)
     return parser
 
 
@@ -163,6 +170,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from training.quantize import cmd_quantize
 
         return cmd_quantize(args)
+    if args.command == "study":
+        from training.study import cmd_study
+
+        return cmd_study(args)
+    if args.command == "results":
+        from training.results import cmd_results
+
+        return cmd_results(args)
     if args.command == "summary":
         from training.complexity import log_summary
 

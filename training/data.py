@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import logging
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,10 +143,13 @@ def load_patches(path: Path, cache_dir: Path) -> dict[str, Patches]:
         splits = read_source(path)
         for name, patches in splits.items():
             for suffix, arr in (("x", patches.images), ("y", patches.labels)):
-                tmp = cache_dir / f"{key}.{name}.{suffix}.tmp.npy"
+                # Unique temporary names: parallel runs may decode the same source at once.
+                tmp = cache_dir / f"{key}.{name}.{suffix}.{os.getpid()}.tmp.npy"
                 np.save(tmp, arr)
                 tmp.replace(cache_dir / f"{key}.{name}.{suffix}.npy")
-        index.write_text("\n".join(sorted(splits)) + "\n")
+        tmp_index = index.with_name(f"{index.name}.{os.getpid()}.tmp")
+        tmp_index.write_text("\n".join(sorted(splits)) + "\n")
+        tmp_index.replace(index)
     out: dict[str, Patches] = {}
     for name in index.read_text().split():
         images = np.load(cache_dir / f"{key}.{name}.x.npy", mmap_mode="r")

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from engine.contract import METADATA_KEY, ModelContract
+from engine.outputs import write_bytes_atomic
 from engine.preprocess import prepare
 from training.config import ArchConfig
 from training.train import build_model, make_batch
@@ -205,6 +206,6 @@ def export_checkpoint(
     if worst > PARITY_ATOL or numbers["input_max_abs"] > 0:
         raise RuntimeError(f"export parity failed: {numbers}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(model_bytes)
+    write_bytes_atomic(out, model_bytes)
     log.info("wrote %s (%d bytes), version %s", out, len(model_bytes), contract.model_version)
     return numbers

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.outputs import write_bytes_atomic
+
 if TYPE_CHECKING:
     import onnx
 
@@ -375,11 +377,11 @@ def quantize_checkpoint(
     log.info("INT8 vs FP32 twin on %d %s inputs: %s", min(len(check), 64),
              "training" if calib is not None else "random", report["agreement"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(int8)
+    write_bytes_atomic(out, int8)
     log.info("wrote %s (%d bytes): %s", out, len(int8), json.dumps(cfg.describe()))
     if fp32_out is not None:
         fp32_out.parent.mkdir(parents=True, exist_ok=True)
-        fp32_out.write_bytes(fp32)
+        write_bytes_atomic(fp32_out, fp32)
         log.info("wrote FP32 twin %s (%d bytes)", fp32_out, len(fp32))
     return report
 
