@@ -17,7 +17,7 @@ from engine.contract import ModelContract
 from engine.outputs import write_text_atomic
 from engine.preprocess import fit_patches, prepare
 from training.augment import rotate
-from training.metrics import METRICS, bootstrap_ci
+from training.metrics import METRICS, bootstrap_ci, operating_point
 from training.splits import VALID_SPLIT_SEED
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,12 @@ def evaluate_onnx(
         est, low, high = bootstrap_ci(labels, prob, metric, n_boot=n_boot)
         result[name] = {"value": est, "ci95": [low, high]}
         log.info("held-out %s %.4f (95%% CI %.4f-%.4f)", name, est, low, high)
+    policy = clf.contract.triage
+    thresholds = sorted({policy.tile_threshold, policy.low_threshold, policy.high_threshold})
+    result["operating_points"] = [operating_point(labels, prob, t) for t in thresholds]
+    points = ", ".join(f"{p['threshold']:g}: {p['sensitivity']:.3f}/{p['specificity']:.3f}"
+                       for p in result["operating_points"])
+    log.info("patch-level sensitivity/specificity at the contract's triage thresholds: %s", points)
     result.update(rot90_deltas(clf, images))
     log.info(
         "rot90/180/270: max |dp| %.3g, mean |dp| %.3g",

@@ -36,6 +36,20 @@ def nll(labels: NDArray[np.int64], prob: NDArray[np.float64]) -> float:
 METRICS: dict[str, Metric] = {"accuracy": accuracy, "auc": auc, "nll": nll}
 
 
+def operating_point(
+    labels: NDArray[np.int64], prob: NDArray[np.float64], threshold: float
+) -> dict[str, float]:
+    """Sensitivity and specificity when ``prob >= threshold`` counts as tumour (NaN if a class is absent)."""
+    positive = prob >= threshold
+    tumour = labels == 1
+    n_tumour, n_normal = int(tumour.sum()), int((~tumour).sum())
+    return {
+        "threshold": threshold,
+        "sensitivity": float((positive & tumour).sum() / n_tumour) if n_tumour else float("nan"),
+        "specificity": float((~positive & ~tumour).sum() / n_normal) if n_normal else float("nan"),
+    }
+
+
 def bootstrap_ci(
     labels: NDArray[np.int64],
     prob: NDArray[np.float64],

@@ -47,3 +47,13 @@ def test_bootstrap_interval_brackets_estimate_and_shrinks() -> None:
     for est, low, high in (small, large):
         assert low <= est <= high
     assert (large[2] - large[1]) < (small[2] - small[1]) / 3
+
+
+def test_operating_point() -> None:
+    from training.metrics import operating_point
+
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], dtype=np.int64)
+    prob = np.array([0.95, 0.6, 0.4, 0.92, 0.1, 0.55, 0.2, 0.0, 0.91, 0.3])
+    assert operating_point(labels, prob, 0.5) == {"threshold": 0.5, "sensitivity": 0.75, "specificity": 4 / 6}
+    assert operating_point(labels, prob, 0.9) == {"threshold": 0.9, "sensitivity": 0.5, "specificity": 5 / 6}
+    assert np.isnan(operating_point(labels[:4], prob[:4], 0.5)["specificity"])
