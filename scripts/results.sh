@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reproduce every number of docs/results.md: 13 training runs, the quantization study, the speed
-# benchmark, then the tables and plots. CPU only; about 3 hours on 2 cores.
+# Reproduce every number of docs/results.md: 10 training runs, the quantization study, the speed
+# benchmark, then the tables and plots. CPU only; about 2.5 hours on 2 cores.
 #
 #   bash scripts/results.sh            # needs the training extra: pip install -e ".[train]"
 #

@@ -281,8 +281,11 @@ def plot_data_efficiency(records: list[Record], path: Path) -> None:
                 ax.errorbar(sizes, [m for m, _ in stats], yerr=[s for _, s in stats], color=colour,
                             linestyle=style, marker="o", capsize=3,
                             label=f"{arch} {'FP32' if variant == 'fp32' else 'INT8'}")
+    all_sizes = sorted({r.train_patches for r in records})
     for ax, name in zip(axes, ("accuracy", "AUC"), strict=True):
         ax.set_xscale("log")
+        ax.set_xticks(all_sizes, labels=[f"{n:,}" for n in all_sizes])
+        ax.minorticks_off()
         ax.set_xlabel("training patches")
         ax.set_ylabel(f"held-out {name}")
         ax.grid(alpha=0.3)
