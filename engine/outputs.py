@@ -100,8 +100,8 @@ def tiles_csv(analysis: SlideAnalysis) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["x0", "y0", "w0", "h0", "tissue_fraction", "prob"])
     for (x0, y0, w0, h0), frac, prob in zip(
-        analysis.l0_boxes.tolist(),
-        analysis.tile_fractions.tolist(),
+        analysis.plan.l0_boxes.tolist(),
+        analysis.plan.tile_fractions.tolist(),
         analysis.probs.tolist(),
         strict=True,
     ):
@@ -117,14 +117,14 @@ def build_summary(
     heatmap_scale: int,
 ) -> dict[str, Any]:
     contract = model.contract
-    grid = analysis.grid
+    grid = analysis.plan.grid
     v = analysis.verdict
     return {
         "format_version": SUMMARY_FORMAT,
         "status": "ok",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "engine_version": __version__,
-        "slide": {**analysis.slide_info, "mpp_used": analysis.mpp},
+        "slide": {**analysis.slide_info, "mpp_used": analysis.plan.mpp},
         "model": {
             "version": contract.model_version,
             "path": str(model.path),
@@ -132,7 +132,7 @@ def build_summary(
             "input_px": contract.input_size,
             "mpp": contract.mpp,
         },
-        "parameters": {**params.as_dict(contract.input_size), "read_level": analysis.level},
+        "parameters": {**params.as_dict(contract.input_size), "read_level": analysis.plan.level},
         "thresholds": {
             "tile": contract.triage.tile_threshold,
             "top_k": contract.triage.top_k,
@@ -175,20 +175,20 @@ def write_results(
     prepare_dir(folder)
     contract = model.contract
     grid_probs = analysis.prob_grid()
-    cell_mm2 = analysis.grid.cell_mm2(contract.mpp)
-    regions = find_regions(grid_probs, analysis.grid, contract.triage.tile_threshold, cell_mm2)
+    cell_mm2 = analysis.plan.grid.cell_mm2(contract.mpp)
+    regions = find_regions(grid_probs, analysis.plan.grid, contract.triage.tile_threshold, cell_mm2)
     write_text_atomic(folder / TILES, tiles_csv(analysis))
     heat, scale = heatmap_image(grid_probs)
     save_image_atomic(folder / HEATMAP, heat)
     overlay = overlay_image(
-        analysis.thumbnail,
-        analysis.thumb_downsample,
-        analysis.grid,
+        analysis.plan.thumbnail,
+        analysis.plan.thumb_downsample,
+        analysis.plan.grid,
         grid_probs,
         caption=caption(model, analysis),
     )
     save_image_atomic(folder / OVERLAY, overlay)
-    save_image_atomic(folder / TISSUE, Image.fromarray(analysis.tissue_mask.astype(np.uint8) * 255))
+    save_image_atomic(folder / TISSUE, Image.fromarray(analysis.plan.tissue_mask.astype(np.uint8) * 255))
     write_json_atomic(folder / REGIONS, regions_geojson(regions, contract.model_version))
     summary = build_summary(analysis, model, params, regions, scale)
     write_json_atomic(folder / SUMMARY, summary)

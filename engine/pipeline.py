@@ -64,45 +64,6 @@ class TileBatch:
     probs: NDArray[np.float32]
 
 
-@dataclass
-class SlideAnalysis:
-    """Everything one analysis produced; the writers in ``outputs`` turn it into files."""
-
-    slide_info: dict[str, object]
-    mpp: float
-    grid: TileGrid
-    level: int
-    thumbnail: NDArray[np.uint8]
-    thumb_downsample: float
-    tissue_mask: NDArray[np.bool_]
-    fractions: NDArray[np.float32]
-    t_cols: NDArray[np.int64]
-    t_rows: NDArray[np.int64]
-    probs: NDArray[np.float32]
-    verdict: SlideVerdict
-    timings_s: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def l0_boxes(self) -> NDArray[np.int64]:
-        return self.grid.l0_boxes(self.t_cols, self.t_rows)
-
-    @property
-    def tile_fractions(self) -> NDArray[np.float32]:
-        return self.fractions[self.t_rows, self.t_cols]
-
-    def prob_grid(self) -> NDArray[np.float32]:
-        """t_rows x t_cols probabilities, NaN where no tile was analysed."""
-        return prob_grid(self.grid, self.t_cols, self.t_rows, self.probs)
-
-
-def prob_grid(
-    grid: TileGrid, t_cols: NDArray[np.int64], t_rows: NDArray[np.int64], probs: NDArray[np.float32]
-) -> NDArray[np.float32]:
-    out = np.full((grid.t_rows, grid.t_cols), np.nan, dtype=np.float32)
-    out[t_rows, t_cols] = probs
-    return out
-
-
 @dataclass(frozen=True)
 class TilePlan:
     """Which tiles of a slide the model will see, and where and how they are read."""
@@ -121,6 +82,33 @@ class TilePlan:
     @property
     def l0_boxes(self) -> NDArray[np.int64]:
         return self.grid.l0_boxes(self.t_cols, self.t_rows)
+
+    @property
+    def tile_fractions(self) -> NDArray[np.float32]:
+        return self.fractions[self.t_rows, self.t_cols]
+
+
+@dataclass
+class SlideAnalysis:
+    """Everything one analysis produced; the writers in ``outputs`` turn it into files."""
+
+    slide_info: dict[str, object]
+    plan: TilePlan
+    probs: NDArray[np.float32]
+    verdict: SlideVerdict
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def prob_grid(self) -> NDArray[np.float32]:
+        """t_rows x t_cols probabilities, NaN where no tile was analysed."""
+        return prob_grid(self.plan.grid, self.plan.t_cols, self.plan.t_rows, self.probs)
+
+
+def prob_grid(
+    grid: TileGrid, t_cols: NDArray[np.int64], t_rows: NDArray[np.int64], probs: NDArray[np.float32]
+) -> NDArray[np.float32]:
+    out = np.full((grid.t_rows, grid.t_cols), np.nan, dtype=np.float32)
+    out[t_rows, t_cols] = probs
+    return out
 
 
 def plan_tiles(slide: Slide, contract: ModelContract, params: AnalysisParams) -> TilePlan:
@@ -216,15 +204,7 @@ def analyse_slide(
     verdict = judge(probs, contract.triage, cell_mm2=grid.cell_mm2(contract.mpp))
     return SlideAnalysis(
         slide_info=slide.describe(),
-        mpp=plan.mpp,
-        grid=grid,
-        level=level,
-        thumbnail=plan.thumbnail,
-        thumb_downsample=plan.thumb_downsample,
-        tissue_mask=plan.tissue_mask,
-        fractions=plan.fractions,
-        t_cols=t_cols,
-        t_rows=t_rows,
+        plan=plan,
         probs=probs,
         verdict=verdict,
         timings_s={

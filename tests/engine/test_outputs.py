@@ -33,9 +33,9 @@ def test_every_output_is_written(tmp_path: Path, tissue_slide: ArraySlide, model
     assert float(rows[0]["prob"]) == pytest.approx(float(analysis.probs[0]), abs=1e-6)
     heat = Image.open(folder / "heatmap.png")
     scale = summary["heatmap_px_per_cell"]
-    assert heat.size == (analysis.grid.t_cols * scale, analysis.grid.t_rows * scale)
+    assert heat.size == (analysis.plan.grid.t_cols * scale, analysis.plan.grid.t_rows * scale)
     overlay = Image.open(folder / "overlay.png")
-    assert overlay.width >= analysis.thumbnail.shape[1]
+    assert overlay.width >= analysis.plan.thumbnail.shape[1]
     json.loads((folder / "regions.geojson").read_text())
 
 

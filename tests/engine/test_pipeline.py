@@ -14,9 +14,9 @@ from tests.engine.conftest import synthetic_pixels
 
 def test_only_tissue_tiles_are_analysed(tissue_slide: ArraySlide, model: Model) -> None:
     result = analyse_slide(tissue_slide, model, AnalysisParams(batch_size=8))
-    grid = result.grid
+    grid = result.plan.grid
     assert (grid.t_cols, grid.t_rows) == (21, 15)
-    boxes = result.l0_boxes
+    boxes = result.plan.l0_boxes
     assert len(boxes) > 0
     # Every analysed tile lies mostly on the tissue rectangle (500..1500, 400..1100).
     cx = boxes[:, 0] + boxes[:, 2] / 2
@@ -35,7 +35,7 @@ def test_only_tissue_tiles_are_analysed(tissue_slide: ArraySlide, model: Model) 
 def test_probabilities_equal_the_model_on_the_same_pixels(tissue_slide: ArraySlide, model: Model) -> None:
     result = analyse_slide(tissue_slide, model, AnalysisParams(batch_size=7, read_threads=3))
     patches = np.stack(
-        [tissue_slide.read_region((int(x), int(y)), 0, (95, 95)) for x, y, _, _ in result.l0_boxes]
+        [tissue_slide.read_region((int(x), int(y)), 0, (95, 95)) for x, y, _, _ in result.plan.l0_boxes]
     )
     np.testing.assert_allclose(result.probs, model.predict(patches), atol=1e-6)
     assert result.verdict.tiles_analysed == len(result.probs)
@@ -56,14 +56,14 @@ def test_progress_and_partial_results_cover_every_tile(tissue_slide: ArraySlide,
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     cols = np.concatenate([b.t_cols for b in batches])
     probs = np.concatenate([b.probs for b in batches])
-    np.testing.assert_array_equal(cols, result.t_cols)
+    np.testing.assert_array_equal(cols, result.plan.t_cols)
     np.testing.assert_array_equal(probs, result.probs)
 
 
 def test_stride_gives_a_denser_heatmap(tissue_slide: ArraySlide, model: Model) -> None:
     coarse = analyse_slide(tissue_slide, model)
     fine = analyse_slide(tissue_slide, model, AnalysisParams(stride_px=47))
-    assert fine.grid.t_cols == (2000 - 95) // 47 + 1
+    assert fine.plan.grid.t_cols == (2000 - 95) // 47 + 1
     assert len(fine.probs) > 3 * len(coarse.probs)
     # Tumour area is counted in stride cells, so it does not grow with density.
     assert fine.verdict.tumour_area_mm2 == pytest.approx(coarse.verdict.tumour_area_mm2, rel=0.35)
@@ -104,8 +104,8 @@ def test_slide_at_40x_reads_a_coarser_level(model: Model) -> None:
     # 0.25 µm/px: a 95 px patch at 0.972 covers 369 level-0 px; level 1 (downsample 4) fits.
     slide = ArraySlide(synthetic_pixels(2000, 1200, (200, 200, 1800, 1000)), mpp=0.25)
     result = analyse_slide(slide, model)
-    assert result.level == 1
-    assert (result.grid.t_cols, result.grid.t_rows) == (5, 3)
+    assert result.plan.level == 1
+    assert (result.plan.grid.t_cols, result.plan.grid.t_rows) == (5, 3)
 
 
 def test_resize_patch_keeps_colour() -> None:

@@ -32,10 +32,10 @@ def test_round_trip(tmp_path: Path, stride: int | None) -> None:
     write_results(tmp_path / "out", analysis, model, params)
     saved = load_saved(tmp_path / "out")
     assert saved is not None
-    assert saved.grid.t_cols == analysis.grid.t_cols
-    assert saved.grid.t_rows == analysis.grid.t_rows
-    np.testing.assert_array_equal(saved.t_cols, analysis.t_cols)
-    np.testing.assert_array_equal(saved.t_rows, analysis.t_rows)
+    assert saved.grid.t_cols == analysis.plan.grid.t_cols
+    assert saved.grid.t_rows == analysis.plan.grid.t_rows
+    np.testing.assert_array_equal(saved.t_cols, analysis.plan.t_cols)
+    np.testing.assert_array_equal(saved.t_rows, analysis.plan.t_rows)
     np.testing.assert_allclose(saved.probs, analysis.probs, atol=1e-6)
     assert saved.score == analysis.verdict.score
     assert saved.category == analysis.verdict.category
@@ -43,7 +43,7 @@ def test_round_trip(tmp_path: Path, stride: int | None) -> None:
     assert saved.model_sha256 == model.sha256
     assert saved.policy == model.contract.triage
     expected = find_regions(
-        analysis.prob_grid(), analysis.grid, model.contract.triage.tile_threshold, saved.cell_mm2
+        analysis.prob_grid(), analysis.plan.grid, model.contract.triage.tile_threshold, saved.cell_mm2
     )
     assert [r.cells for r in saved.regions()] == [r.cells for r in expected]
     assert len(saved.regions()) >= 1
