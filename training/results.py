@@ -108,6 +108,16 @@ def _arch_label(records: list[Record], arch: str) -> str:
     return ARCH_LABEL[arch] + suffix
 
 
+def _fp32_int8_cells(records: list[Record], arch: str, n: int) -> tuple[int, str]:
+    """(FP32 runs, '| FP32 acc | INT8 acc | FP32 AUC | INT8 AUC') of ``arch`` trained on ``n`` patches."""
+    fp = _select(records, arch=arch, train_patches=n, variant="fp32")
+    q = _select(records, arch=arch, train_patches=n, variant=SHIPPED_VARIANT)
+    return len(fp), (
+        f"| {fmt([r.accuracy for r in fp], 100)} | {fmt([r.accuracy for r in q], 100)} "
+        f"| {fmt([r.auc for r in fp], 1, 3)} | {fmt([r.auc for r in q], 1, 3)}"
+    )
+
+
 def table_main(records: list[Record]) -> str:
     """The paper's Table 1 on our data: FP32 and INT8 accuracy and AUC, mean ± std over seeds."""
     n = full_size(records)
@@ -117,14 +127,9 @@ def table_main(records: list[Record]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for arch in archs(records):
-        fp = _select(records, arch=arch, train_patches=n, variant="fp32")
-        q = _select(records, arch=arch, train_patches=n, variant=SHIPPED_VARIANT)
+        runs, cells = _fp32_int8_cells(records, arch, n)
         paper = PAPER_ACCURACY[arch]
-        lines.append(
-            f"| {_arch_label(records, arch)} | {len(fp)} | {fmt([r.accuracy for r in fp], 100)} "
-            f"| {fmt([r.accuracy for r in q], 100)} | {fmt([r.auc for r in fp], 1, 3)} "
-            f"| {fmt([r.auc for r in q], 1, 3)} | {paper[0]:.2f} / {paper[1]:.2f} |"
-        )
+        lines.append(f"| {_arch_label(records, arch)} | {runs} {cells} | {paper[0]:.2f} / {paper[1]:.2f} |")
     return "\n".join(lines)
 
 
@@ -167,15 +172,9 @@ def table_data_efficiency(records: list[Record]) -> str:
     ]
     for arch in archs(records):
         for n in sizes:
-            fp = _select(records, arch=arch, train_patches=n, variant="fp32")
-            q = _select(records, arch=arch, train_patches=n, variant=SHIPPED_VARIANT)
-            if not fp:
-                continue
-            lines.append(
-                f"| {arch} | {n:,} | {len(fp)} | {fmt([r.accuracy for r in fp], 100)} "
-                f"| {fmt([r.accuracy for r in q], 100)} | {fmt([r.auc for r in fp], 1, 3)} "
-                f"| {fmt([r.auc for r in q], 1, 3)} |"
-            )
+            runs, cells = _fp32_int8_cells(records, arch, n)
+            if runs:
+                lines.append(f"| {arch} | {n:,} | {runs} {cells} |")
     return "\n".join(lines)
 
 
