@@ -38,6 +38,10 @@ class Record:
     train_patches: int
     variant: str
     metrics: dict[str, Any]
+    width: float = 0.5
+    jitter: float = 0.0
+    epochs: int | None = None
+    selection_loss: float | None = None
 
     @property
     def accuracy(self) -> float:
@@ -70,6 +74,8 @@ def load_study(folder: Path) -> list[Record]:
                 run=run_json.parent.name, arch=run["arch"], group_order=int(run["group_order"]),
                 seed=int(run["seed"]), train_patches=int(run["train_patches"]),
                 variant=metrics_json.parent.name, metrics=json.loads(metrics_json.read_text()),
+                width=float(run.get("width", 0.5)), jitter=float(run.get("jitter") or 0.0),
+                epochs=run.get("epochs"), selection_loss=run.get("selection_loss"),
             ))
     if not records:
         raise FileNotFoundError(f"{folder}: no evaluated runs; run 'python -m training study' first")
@@ -198,6 +204,39 @@ def table_speed(speed: dict[str, Any]) -> str:
         lines.append(
             f"| {arch} | {row['precision']} | {macs} | {row['params']:,} "
             f"| {row['file_bytes'] / 1e6:.2f} | {row['patches_per_s']:.0f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def table_recipe(records: list[Record], speed: dict[str, Any]) -> str:
+    """One row per run: model, width, colour jitter, epochs; cost, selection loss, held-out scores.
+
+    MACs and INT8 patches/s come from ``speed`` (benchmarks/model_speed.py), matched by model version.
+    """
+    by_version = {row["version"]: row for row in speed["models"]}
+    lines = [
+        f"Speed: INT8, {speed['threads']} threads, batch {speed['batch']}, median of "
+        f"{speed['repeats']} interleaved repeats.",
+        "",
+        "| run | model | width | colour jitter | epochs | MMACs/patch | INT8 patches/s | selection loss "
+        "| FP32 accuracy % | INT8 accuracy % | INT8 AUC |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    runs = sorted({r.run for r in records}, key=lambda run: next(
+        (r.arch, r.width, r.jitter, r.epochs or 0, run) for r in records if r.run == run))
+    for run in runs:
+        fp = _select(records, run=run, variant="fp32")
+        q = _select(records, run=run, variant=SHIPPED_VARIANT)
+        first = (fp + q)[0]
+        timed = by_version.get(q[0].metrics.get("model_version", "")) if q else None
+        macs = f"{timed['macs'] / 1e6:.0f}" if timed and timed.get("macs") else "–"
+        rate = f"{timed['patches_per_s']:.0f}" if timed else "–"
+        loss = f"{first.selection_loss:.3f}" if first.selection_loss is not None else "–"
+        lines.append(
+            f"| {run} | {first.arch} | {first.width:g} | {first.jitter:g} | {first.epochs or '–'} "
+            f"| {macs} | {rate} | {loss} "
+            f"| {fmt([r.accuracy for r in fp], 100)} | {fmt([r.accuracy for r in q], 100)} "
+            f"| {fmt([r.auc for r in q], 1, 3)} |"
         )
     return "\n".join(lines)
 
@@ -338,11 +377,17 @@ def build_blocks(records: list[Record], speed: dict[str, Any] | None) -> dict[st
     return blocks
 
 
-def write_results(study: Path, doc: Path, figures: Path, speed_json: Path | None) -> dict[str, str]:
-    """Fill ``doc``'s blocks and write the plots into ``figures``; returns the blocks."""
+def write_results(study: Path, doc: Path, figures: Path, speed_json: Path | None,
+                  recipe: tuple[Path, Path] | None = None) -> dict[str, str]:
+    """Fill ``doc``'s blocks and write the plots into ``figures``; returns the blocks.
+
+    ``recipe`` is (study folder, speed JSON) of the recipe comparison, for the ``recipe`` block.
+    """
     records = load_study(study)
     speed = json.loads(speed_json.read_text()) if speed_json else None
     blocks = build_blocks(records, speed)
+    if recipe is not None:
+        blocks["recipe"] = table_recipe(load_study(recipe[0]), json.loads(recipe[1].read_text()))
     figures.mkdir(parents=True, exist_ok=True)
     plot_rotation(records, figures / "rotation_curves.png")
     plot_data_efficiency(records, figures / "data_efficiency.png")
@@ -360,6 +405,8 @@ def add_results_parser(subparsers: Any) -> None:
     p.add_argument("--doc", default="docs/results.md")
     p.add_argument("--figures", default="docs/results")
     p.add_argument("--speed", default=None, help="JSON written by benchmarks/model_speed.py --json")
+    p.add_argument("--recipe", nargs=2, metavar=("STUDY", "SPEED"), default=None,
+                   help="study folder and speed JSON of the recipe comparison (the recipe block)")
 
 
 def cmd_results(args: Any) -> int:
@@ -369,11 +416,13 @@ def cmd_results(args: Any) -> int:
         log.error("%s: no such document; create it with the <!-- results:NAME --> blocks", doc)
         return 2
     speed = Path(args.speed) if args.speed else None
-    if speed is not None and not speed.is_file():
-        log.error("%s: no such file; run benchmarks/model_speed.py --json %s first", speed, speed)
-        return 2
+    recipe = (Path(args.recipe[0]), Path(args.recipe[1])) if args.recipe else None
+    for json_path in (speed, recipe[1] if recipe else None):
+        if json_path is not None and not json_path.is_file():
+            log.error("%s: no such file; run benchmarks/model_speed.py --json %s first", json_path, json_path)
+            return 2
     try:
-        write_results(Path(args.study), doc, Path(args.figures), speed)
+        write_results(Path(args.study), doc, Path(args.figures), speed, recipe)
     except (FileNotFoundError, ValueError) as exc:
         log.error("%s", exc)
         return 2

@@ -57,7 +57,10 @@ def parse_variants(text: str | None) -> list[Variant]:
 
 
 def run_record(checkpoint: Path) -> dict[str, Any]:
-    """What a checkpoint was trained as: architecture, group, seed, training patches, epochs."""
+    """What a checkpoint was trained as: architecture, group, width, recipe, seed, data, epochs.
+
+    ``selection_loss`` is the best epoch's loss on the selection half (what chose the checkpoint).
+    """
     from training.export import load_checkpoint
 
     _, ckpt = load_checkpoint(checkpoint)
@@ -68,11 +71,14 @@ def run_record(checkpoint: Path) -> dict[str, Any]:
         "arch": arch["arch"],
         "group_order": arch["group_order"] if arch["arch"] == "equivariant" else 1,
         "width": arch["width"],
+        "jitter": cfg.get("jitter", 0.0),
+        "rotate_deg": cfg.get("rotate_deg", 0.0),
         "seed": cfg.get("seed"),
         "train_patches": ckpt.get("n_train"),
         "epochs": cfg.get("epochs"),
         "best_epoch": ckpt.get("epoch"),
         "patches_seen": (ckpt.get("n_train") or 0) * (cfg.get("epochs") or 0),
+        "selection_loss": min((h["val_loss"] for h in history if "val_loss" in h), default=None),
         "train_patches_per_s": [h.get("patches_per_s") for h in history],
     }
 

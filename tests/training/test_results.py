@@ -20,6 +20,7 @@ from training.results import (
     table_ablation,
     table_data_efficiency,
     table_main,
+    table_recipe,
     table_speed,
 )
 
@@ -94,6 +95,26 @@ def test_speed_table_ratio_against_own_fp32() -> None:
     assert "| equivariant | int8 | 86.0 | 10 | 0.50 | 300 | 1.50x |" in text
 
 
+def test_recipe_table_one_row_per_run_sorted_by_width_with_speed_by_version() -> None:
+    def rec(run: str, width: float, variant: str, acc: float, version: str = "") -> Record:
+        metrics = {**_metrics(acc, 0.9), "model_version": version}
+        return Record(run=run, arch="equivariant", group_order=8, seed=1, train_patches=20000,
+                      variant=variant, metrics=metrics, width=width, jitter=0.0, epochs=2,
+                      selection_loss=0.45)
+
+    records = [rec("wide", 1.0, "fp32", 0.80), rec("wide", 1.0, "int8-dfq-bc", 0.81, "eq-w1-int8"),
+               rec("base", 0.5, "fp32", 0.77), rec("base", 0.5, "int8-dfq-bc", 0.78, "eq-w05-int8")]
+    speed = {"threads": 2, "batch": 64, "repeats": 5, "models": [
+        {"version": "eq-w1-int8", "macs": 278e6, "patches_per_s": 210.4},
+        {"version": "eq-w05-int8", "macs": 86e6, "patches_per_s": 690.0},
+    ]}
+    rows = table_recipe(records, speed).splitlines()[4:]
+    assert rows == [
+        "| base | equivariant | 0.5 | 0 | 2 | 86 | 690 | 0.450 | 77.0 | 78.0 | 0.900 |",
+        "| wide | equivariant | 1 | 0 | 2 | 278 | 210 | 0.450 | 80.0 | 81.0 | 0.900 |",
+    ]
+
+
 def test_fill_blocks_replaces_only_named_blocks() -> None:
     doc = ("prose\n<!-- results:main -->\nold\n<!-- /results:main -->\nmore prose\n"
            "<!-- results:speed -->\nkeep\n<!-- /results:speed -->\n")
@@ -109,11 +130,13 @@ def test_load_study_reads_runs_and_variants(tmp_path: Path) -> None:
     run = tmp_path / "eq-s1"
     (run / "fp32").mkdir(parents=True)
     (run / "run.json").write_text(json.dumps(
-        {"arch": "equivariant", "group_order": 8, "seed": 1, "train_patches": 5000}))
+        {"arch": "equivariant", "group_order": 8, "seed": 1, "train_patches": 5000, "width": 0.75,
+         "jitter": 1.0, "epochs": 8, "selection_loss": 0.47}))
     (run / "fp32" / "metrics.json").write_text(json.dumps(_metrics(0.8, 0.9)))
     (records,) = load_study(tmp_path)
     assert (records.run, records.seed, records.train_patches, records.variant) == ("eq-s1", 1, 5000, "fp32")
     assert records.accuracy == 0.8
+    assert (records.width, records.jitter, records.epochs, records.selection_loss) == (0.75, 1.0, 8, 0.47)
     with pytest.raises(FileNotFoundError, match="training study"):
         load_study(tmp_path / "nothing")
 

@@ -25,12 +25,13 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def _checkpoint(run: Path, seed: int) -> None:
     run.mkdir(parents=True)
-    torch.manual_seed(seed)
     torch.save({
-        "arch": tiny_arch("conventional").to_dict(), "model": tiny_plain("conventional").state_dict(),
+        "arch": tiny_arch("conventional").to_dict(),
+        "model": tiny_plain("conventional", seed=seed).state_dict(),
         "mean": [0.70, 0.54, 0.69], "std": [0.24, 0.28, 0.22], "epoch": 1, "n_train": 400,
-        "train_config": {"seed": seed, "epochs": 1},
-        "history": [{"epoch": 1, "patches_per_s": 10.0}],
+        "train_config": {"seed": seed, "epochs": 2, "jitter": 0.5 * seed},
+        "history": [{"epoch": 1, "patches_per_s": 10.0, "val_loss": 0.6},
+                    {"epoch": 2, "patches_per_s": 10.0, "val_loss": 0.5 + seed / 100}],
     }, run / "best.pt")
 
 
@@ -55,6 +56,8 @@ def test_study_then_results(pcam_h5: Path, tmp_path: Path) -> None:
     assert 0.0 <= metrics["accuracy"]["value"] <= 1.0 and len(metrics["rotation_curve"]["angles_deg"]) == 25
     run = json.loads((study / "conv-s0" / "run.json").read_text())
     assert (run["arch"], run["seed"], run["train_patches"]) == ("conventional", 0, 400)
+    run1 = json.loads((study / "conv-s1" / "run.json").read_text())
+    assert (run1["jitter"], run1["selection_loss"]) == (0.5, 0.51)
 
     # a second call finds everything done and re-evaluates nothing
     before = (study / "conv-s0" / "fp32" / "metrics.json").stat().st_mtime_ns
@@ -72,6 +75,17 @@ def test_study_then_results(pcam_h5: Path, tmp_path: Path) -> None:
     assert f"{100 * sum(accs) / 2:.1f} ± " in text and text.endswith("end\n")
     assert {p.name for p in figures.iterdir()} == {
         "rotation_curves.png", "data_efficiency.png", "quantization_ablation.png"}
+
+    # the recipe block: the same runs side by side, speed matched by model version
+    speed = tmp_path / "speed.json"
+    speed.write_text(json.dumps({"threads": 2, "batch": 8, "repeats": 3, "models": [
+        {"version": metrics["model_version"], "macs": 5e6, "patches_per_s": 123.0}]}))
+    doc.write_text(text + "<!-- results:recipe -->\n<!-- /results:recipe -->\n")
+    assert cmd_results(_parse(["results", str(study), "--doc", str(doc), "--figures", str(figures),
+                               "--recipe", str(study), str(speed)])) == 0
+    rows = [line for line in doc.read_text().splitlines() if line.startswith("| conv-s")]
+    assert rows[0].startswith("| conv-s0 | conventional | 0.25 | 0 | 2 | – | – | 0.500 |")
+    assert rows[1].startswith("| conv-s1 | conventional | 0.25 | 0.5 | 2 | 5 | 123 | 0.510 |")
 
 
 def test_bad_inputs_are_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
