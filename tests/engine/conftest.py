@@ -36,7 +36,8 @@ def synthetic_pixels(
     x0, y0, x1, y1 = tissue_box
     pixels[y0:y1, x0:x1] = TISSUE_PINK
     noise = rng.integers(-4, 5, size=pixels.shape)
-    return np.clip(pixels.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    noisy: NDArray[np.uint8] = np.clip(pixels.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    return noisy
 
 
 @pytest.fixture()

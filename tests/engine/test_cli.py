@@ -263,7 +263,8 @@ def test_default_mpp_fills_in_only_where_the_file_has_none(
     proc = run_cli(*batch, "--default-mpp", "1.0")
     assert proc.returncode == 0, proc.stderr
     assert statuses() == {"own": "cached", "bare": "ok"}  # the file's own µm/px was used: no re-run
-    assert _mpp_of(out, "own") == (pytest.approx(0.499), "file", pytest.approx(0.499))
+    used, origin, file_mpp = _mpp_of(out, "own")
+    assert used == pytest.approx(0.499) and origin == "file" and file_mpp == pytest.approx(0.499)
     assert _mpp_of(out, "bare") == (1.0, "default", None)
 
     proc = run_cli(*batch, "--default-mpp", "1.2")
@@ -275,7 +276,8 @@ def test_default_mpp_fills_in_only_where_the_file_has_none(
     proc = run_cli(*batch, "--mpp", "1.1")  # --mpp still overrides every slide
     assert proc.returncode == 0, proc.stderr
     assert statuses() == {"own": "ok", "bare": "ok"}
-    assert _mpp_of(out, "own") == (1.1, "override", pytest.approx(0.499))
+    used, origin, file_mpp = _mpp_of(out, "own")
+    assert used == 1.1 and origin == "override" and file_mpp == pytest.approx(0.499)
     assert _mpp_of(out, "bare") == (1.1, "override", None)
 
     proc = run_cli(

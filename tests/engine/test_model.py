@@ -18,7 +18,8 @@ def reference_probs(patches: np.ndarray, model: Model) -> np.ndarray:
     w = np.array([[1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]]) * 2.0
     logits = x @ w + np.array([0.0, -1.0])
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e[:, 1] / e.sum(axis=1)
+    probs: np.ndarray = e[:, 1] / e.sum(axis=1)
+    return probs
 
 
 def test_predict_matches_the_graph(model: Model) -> None:
@@ -39,7 +40,7 @@ def test_contract_and_identity_are_exposed(model: Model, model_path: Path) -> No
 
 def test_bad_patch_arrays_are_refused(model: Model) -> None:
     with pytest.raises(ValueError, match="uint8"):
-        model.predict(np.zeros((2, 95, 95, 3), dtype=np.float32))  # type: ignore[arg-type]
+        model.predict(np.zeros((2, 95, 95, 3), dtype=np.float32))
 
 
 def test_missing_model_file(tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ def test_int8_qdq_model_runs(tmp_path: Path, model: Model) -> None:
     rng = np.random.default_rng(0)
     patches = rng.integers(0, 256, size=(32, 95, 95, 3), dtype=np.uint8)
 
-    class Reader(CalibrationDataReader):
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime is untyped (Any)
         def __init__(self) -> None:
             self.items = iter(
                 [{"input": prepare(patches[i : i + 8], model.contract)} for i in range(0, 32, 8)]
