@@ -222,18 +222,20 @@ def table_recipe(records: list[Record], speed: dict[str, Any]) -> str:
         "| FP32 accuracy % | INT8 accuracy % | INT8 AUC |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    runs = sorted({r.run for r in records}, key=lambda run: next(
-        (r.arch, r.width, r.jitter, r.epochs or 0, run) for r in records if r.run == run))
-    for run in runs:
-        fp = _select(records, run=run, variant="fp32")
-        q = _select(records, run=run, variant=SHIPPED_VARIANT)
-        first = (fp + q)[0]
+    by_run: dict[str, list[Record]] = {}
+    for record in records:
+        by_run.setdefault(record.run, []).append(record)
+    for rows in sorted(by_run.values(), key=lambda rows: (
+            rows[0].arch, rows[0].width, rows[0].jitter, rows[0].epochs or 0, rows[0].run)):
+        first = rows[0]  # run-level fields are the same for every variant of a run
+        fp = [r for r in rows if r.variant == "fp32"]
+        q = [r for r in rows if r.variant == SHIPPED_VARIANT]
         timed = by_version.get(q[0].metrics.get("model_version", "")) if q else None
         macs = f"{timed['macs'] / 1e6:.0f}" if timed and timed.get("macs") else "–"
         rate = f"{timed['patches_per_s']:.0f}" if timed else "–"
         loss = f"{first.selection_loss:.3f}" if first.selection_loss is not None else "–"
         lines.append(
-            f"| {run} | {first.arch} | {first.width:g} | {first.jitter:g} | {first.epochs or '–'} "
+            f"| {first.run} | {first.arch} | {first.width:g} | {first.jitter:g} | {first.epochs or '–'} "
             f"| {macs} | {rate} | {loss} "
             f"| {fmt([r.accuracy for r in fp], 100)} | {fmt([r.accuracy for r in q], 100)} "
             f"| {fmt([r.auc for r in q], 1, 3)} |"
