@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from engine.errors import ContractError
 
 METADATA_KEY = "equitriage.contract"
@@ -39,6 +42,52 @@ class TriagePolicy:
 
 
 @dataclass(frozen=True)
+class FeatureStats:
+    """Where the model's pooled features lie on its training patches, for out-of-distribution checks.
+
+    A principal-component model of the features: ``mean`` (F), the top ``components`` (k x F, rows
+    orthonormal) with their ``variances`` (k), and ``residual_variance``, the mean squared length of
+    what the components leave out. Computed on the shipped model itself (after quantization), from
+    ``n_patches`` training patches.
+    """
+
+    mean: tuple[float, ...]
+    components: tuple[tuple[float, ...], ...]
+    variances: tuple[float, ...]
+    residual_variance: float
+    n_patches: int
+
+    def distance(self, features: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
+        """Normalised Mahalanobis distance of each row of ``features`` (N x F): about 1 on the
+        training patches, growing as a patch moves away from them.
+
+        The components are modelled with their own variances, the rest of the space as isotropic
+        (each of its F - k directions with variance ``residual_variance / (F - k)``), and the
+        squared distance is divided by F.
+        """
+        f = np.asarray(features, dtype=np.float64) - np.asarray(self.mean)
+        comps = np.asarray(self.components, dtype=np.float64)
+        dim, k = len(self.mean), len(self.variances)
+        z = f @ comps.T
+        residual = f - z @ comps
+        d2 = (z**2 / np.asarray(self.variances)).sum(axis=1)
+        if dim > k:
+            d2 += (residual**2).sum(axis=1) * (dim - k) / max(self.residual_variance, 1e-12)
+        out: NDArray[np.float64] = np.sqrt(d2 / dim)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureStats:
+        return cls(
+            mean=tuple(float(v) for v in data["mean"]),
+            components=tuple(tuple(float(v) for v in row) for row in data["components"]),
+            variances=tuple(float(v) for v in data["variances"]),
+            residual_variance=float(data["residual_variance"]),
+            n_patches=int(data["n_patches"]),
+        )
+
+
+@dataclass(frozen=True)
 class ModelContract:
     """Everything the engine needs to feed a model and read its answer."""
 
@@ -54,6 +103,8 @@ class ModelContract:
     input_name: str = "input"
     output_name: str = "logits"
     info: Mapping[str, Any] = field(default_factory=dict)
+    features_name: str | None = None
+    feature_stats: FeatureStats | None = None
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -88,6 +139,7 @@ class ModelContract:
             )
         try:
             triage = TriagePolicy(**data.pop("triage", {}))
+            stats = data.pop("feature_stats", None)
             return cls(
                 input_size=int(data.pop("input_size")),
                 mpp=float(data.pop("mpp")),
@@ -98,6 +150,7 @@ class ModelContract:
                 positive_class=str(data.pop("positive_class")),
                 model_version=str(data.pop("model_version")),
                 triage=triage,
+                feature_stats=None if stats is None else FeatureStats.from_dict(stats),
                 **data,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -138,4 +191,13 @@ def _problems(c: ModelContract) -> list[str]:
         out.append("triage thresholds must satisfy 0 <= low <= high <= 1")
     if t.top_k < 1:
         out.append("triage top_k must be >= 1")
+    fs = c.feature_stats
+    if fs is not None:
+        k, dim = len(fs.variances), len(fs.mean)
+        if len(fs.components) != k or any(len(row) != dim for row in fs.components):
+            out.append(f"feature_stats components must be {k} x {dim}")
+        if any(not v > 0 for v in fs.variances):
+            out.append("feature_stats variances must be positive")
+        if c.features_name is None:
+            out.append("feature_stats needs features_name, the output they describe")
     return out

@@ -118,10 +118,27 @@ class Model:
         """Probabilities for an already prepared N x 3 x S x S input tensor."""
         c = self.contract
         (logits,) = self._session.run([c.output_name], {c.input_name: x})  # type: ignore[attr-defined]
-        logits = np.asarray(logits, dtype=np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        expd = np.exp(logits)
-        probs: NDArray[np.float32] = (expd[:, c.positive_index] / expd.sum(axis=1)).astype(np.float32)
+        return self._probabilities(logits)
+
+    def infer_prepared(
+        self, x: NDArray[np.float32]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+        """Probabilities and, if the model exports them, its pooled features (N x F), in one run."""
+        c = self.contract
+        if c.features_name is None:
+            return self.predict_prepared(x), None
+        logits, features = self._session.run(  # type: ignore[attr-defined]
+            [c.output_name, c.features_name], {c.input_name: x}
+        )
+        return self._probabilities(logits), np.asarray(features, dtype=np.float32)
+
+    def _probabilities(self, logits: NDArray[np.float32]) -> NDArray[np.float32]:
+        z = np.asarray(logits, dtype=np.float64)
+        z -= z.max(axis=1, keepdims=True)
+        expd = np.exp(z)
+        probs: NDArray[np.float32] = (expd[:, self.contract.positive_index] / expd.sum(axis=1)).astype(
+            np.float32
+        )
         return probs
 
 
@@ -132,6 +149,11 @@ def _check_io(session: object, contract: ModelContract, path: Path) -> None:
         raise ContractError(
             f"{path.name}: the contract names input {contract.input_name!r} and output "
             f"{contract.output_name!r}, the graph has {sorted(inputs)} -> {sorted(outputs)}"
+        )
+    if contract.features_name is not None and contract.features_name not in outputs:
+        raise ContractError(
+            f"{path.name}: the contract names a features output {contract.features_name!r}, "
+            f"the graph has {sorted(outputs)}"
         )
     shape = inputs[contract.input_name].shape
     expected = [3, contract.input_size, contract.input_size]

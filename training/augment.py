@@ -6,9 +6,14 @@ Working on uint8 keeps one preprocessing path: augmented patches go through
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
+
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, ImageFilter
+
+from engine.preprocess import fit_patches
 
 
 def d4(patch: NDArray[np.uint8], element: int) -> NDArray[np.uint8]:
@@ -59,3 +64,111 @@ def colour_jitter(patches: NDArray[np.uint8], rng: np.random.Generator, strength
     x = mean + (x - mean) * contrast
     out: NDArray[np.uint8] = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
     return out
+
+
+# Colour deconvolution of H&E-DAB (Ruifrok & Johnston 2001), rows: the optical density of one stain.
+_STAIN_OD = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float64)
+RGB_FROM_HED: NDArray[np.float64] = (_STAIN_OD / np.linalg.norm(_STAIN_OD, axis=1, keepdims=True)).astype(
+    np.float64
+)
+HED_FROM_RGB: NDArray[np.float64] = np.linalg.inv(RGB_FROM_HED).astype(np.float64)
+_MIN_INTENSITY = 1.0 / 255.0
+
+
+def hed_jitter(
+    patches: NDArray[np.uint8], rng: np.random.Generator, scale_sigma: float, shift_sigma: float
+) -> NDArray[np.uint8]:
+    """Stain jitter in HED space (Tellez et al. 2019): each stain's optical density ``s`` becomes
+    ``s * a + b`` with ``a ~ U(1 +- scale_sigma)``, ``b ~ U(+- shift_sigma)`` per patch and stain."""
+    n = len(patches)
+    x = np.maximum(patches.astype(np.float32) / 255.0, _MIN_INTENSITY)
+    stains = -np.log(x) @ HED_FROM_RGB.astype(np.float32)
+    a = rng.uniform(1 - scale_sigma, 1 + scale_sigma, size=(n, 1, 1, 3)).astype(np.float32)
+    b = rng.uniform(-shift_sigma, shift_sigma, size=(n, 1, 1, 3)).astype(np.float32)
+    od = (stains * a + b) @ RGB_FROM_HED.astype(np.float32)
+    out: NDArray[np.uint8] = np.clip(np.rint(np.exp(-od) * 255.0), 0, 255).astype(np.uint8)
+    return out
+
+
+def resample_view(
+    patch: NDArray[np.uint8], size_px: int, centre: tuple[float, float], zoom: float
+) -> NDArray[np.uint8]:
+    """The ``size_px`` view of ``patch`` centred at ``centre`` (x, y in pixel units, the patch's
+    centre is ``((w - 1) / 2, (h - 1) / 2)``) magnified by ``zoom``, resampled as the engine does
+    (bilinear, antialiased when shrinking); beyond the patch the image is mirrored."""
+    pad = int(np.ceil(size_px / zoom / 2 + 2 - min(patch.shape[:2]) / 2))
+    pad = max(pad, 0)
+    src = np.pad(patch, ((pad, pad), (pad, pad), (0, 0)), mode="reflect") if pad else patch
+    half = size_px / zoom / 2
+    cx, cy = centre[0] + pad + 0.5, centre[1] + pad + 0.5  # pixel centres -> PIL's edge coordinates
+    img = Image.fromarray(np.ascontiguousarray(src))
+    box = (cx - half, cy - half, cx + half, cy + half)
+    return np.asarray(img.resize((size_px, size_px), Image.Resampling.BILINEAR, box=box), dtype=np.uint8)
+
+
+def blur(patch: NDArray[np.uint8], sigma: float) -> NDArray[np.uint8]:
+    """Gaussian blur with standard deviation ``sigma`` px."""
+    img = Image.fromarray(np.ascontiguousarray(patch)).filter(ImageFilter.GaussianBlur(radius=sigma))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def jpeg(patch: NDArray[np.uint8], quality: int) -> NDArray[np.uint8]:
+    """Re-encode as JPEG at ``quality`` (4:2:0, as scanners store tiles) and decode."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(patch)).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """What a slide does to a patch, drawn per patch; the defaults are off (D4 only).
+
+    ``shift``: crop the model's field of view anywhere in the patch (PCam's 96 px give 2 x 2 integral
+    positions); ``scale``: zoom by up to ``1 +- scale`` (probability ``scale_p``) through the engine's
+    resampling; ``blur_p``/``blur_sigma``: Gaussian blur of up to ``blur_sigma`` px; ``jpeg_p``/
+    ``jpeg_quality``: re-encoding at a quality drawn from the range; ``hed``: stain jitter strength;
+    ``jitter``: per-channel gain/offset, brightness, contrast, saturation; ``rotate_deg``: any angle.
+    """
+
+    shift: bool = False
+    scale: float = 0.0
+    scale_p: float = 0.5
+    blur_p: float = 0.0
+    blur_sigma: float = 1.2
+    jpeg_p: float = 0.0
+    jpeg_quality: tuple[int, int] = (60, 95)
+    hed: float = 0.0
+    jitter: float = 0.0
+    rotate_deg: float = 0.0
+
+    def apply(self, patches: NDArray[np.uint8], size_px: int, rng: np.random.Generator) -> NDArray[np.uint8]:
+        """N x H x W x 3 raw patches (H, W >= size_px) -> N x size_px x size_px x 3 augmented."""
+        n, h, w, _ = patches.shape
+        out = np.empty((n, size_px, size_px, 3), dtype=np.uint8)
+        for i in range(n):
+            p = patches[i]
+            zoom = 1.0
+            if self.scale > 0 and rng.random() < self.scale_p:
+                zoom = float(np.exp(rng.uniform(np.log(1 - self.scale), np.log(1 + self.scale))))
+            if zoom != 1.0:
+                centre = ((w - 1) / 2 + rng.uniform(-0.5, 0.5), (h - 1) / 2 + rng.uniform(-0.5, 0.5))
+                view = resample_view(p, size_px, centre, zoom)
+            elif self.shift:
+                y0, x0 = int(rng.integers(0, h - size_px + 1)), int(rng.integers(0, w - size_px + 1))
+                view = p[y0 : y0 + size_px, x0 : x0 + size_px]
+            else:
+                view = fit_patches(p[None], size_px)[0]
+            if self.blur_p > 0 and rng.random() < self.blur_p:
+                view = blur(view, float(rng.uniform(0.3, self.blur_sigma)))
+            if self.jpeg_p > 0 and rng.random() < self.jpeg_p:
+                view = jpeg(view, int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1)))
+            out[i] = view
+        if self.hed > 0:
+            out = hed_jitter(out, rng, self.hed, self.hed / 2.5)
+        if self.jitter > 0:
+            out = colour_jitter(out, rng, self.jitter)
+        if self.rotate_deg > 0:
+            out = random_rotate(out, rng, self.rotate_deg)
+        return random_d4(out, rng)

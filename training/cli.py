@@ -6,10 +6,12 @@ Also installed as ``equitriage-train``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DATA = "../shared/data/pcam/pcam_train_valid.zip"
 
@@ -39,6 +41,9 @@ def _add_arch(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scale-last", action="store_true", help="scale the last 1x1 conv (1280) by the width below 1.0 too"
     )
+    p.add_argument(
+        "--antialias", action="store_true", help="blur before every stride-2 subsampling (shift stability)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,7 +65,21 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--train-size", type=int, default=None, help="train on a stratified subset")
     t.add_argument("--threads", type=int, default=None, help="CPU threads (default all cores)")
     t.add_argument("--rotate-deg", type=float, default=0.0, help="random rotations of +-deg")
-    t.add_argument("--jitter", type=float, default=0.0, help="colour jitter strength (0 = off)")
+    t.add_argument("--jitter", type=float, default=None, help="colour jitter strength (0 = off)")
+    t.add_argument(
+        "--recipe",
+        choices=["plain", "robust"],
+        default="plain",
+        help="robust: shift, scale, blur, JPEG and stain augmentation, label smoothing, weight EMA",
+    )
+    t.add_argument("--shift", action=argparse.BooleanOptionalAction, default=None,
+                   help="crop the field of view at a random position of the patch")
+    t.add_argument("--scale", type=float, default=None, help="zoom jitter of up to 1 +- SCALE")
+    t.add_argument("--blur-p", type=float, default=None, help="probability of a Gaussian blur")
+    t.add_argument("--jpeg-p", type=float, default=None, help="probability of JPEG re-encoding")
+    t.add_argument("--hed", type=float, default=None, help="HED stain jitter strength")
+    t.add_argument("--label-smoothing", type=float, default=None)
+    t.add_argument("--ema-decay", type=float, default=None, help="average the weights (e.g. 0.999)")
     t.add_argument("--max-steps-per-epoch", type=int, default=None)
     t.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     t.add_argument(
@@ -74,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default=DEFAULT_DATA, help="real patches for the parity check")
     e.add_argument("--cache-dir", default="runs/cache")
 
-    v = sub.add_parser("evaluate", help="held-out metrics and rotation invariance of an ONNX model")
+    v = sub.add_parser("evaluate", help="held-out metrics, invariance and stability of an ONNX model")
     v.add_argument("model")
     v.add_argument("--data", default=DEFAULT_DATA)
     v.add_argument("--cache-dir", default="runs/cache")
@@ -82,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--limit", type=int, default=None, help="use only the first N held-out patches")
     v.add_argument("--curve-patches", type=int, default=200)
     v.add_argument("--n-boot", type=int, default=1000)
+    v.add_argument("--train-patches", type=int, default=1000, help="training patches to score too (0: none)")
 
     s = sub.add_parser("summary", help="parameters and MACs per patch of both architectures")
     _add_arch(s)
@@ -105,6 +125,7 @@ def _arch(args: argparse.Namespace) -> object:
         width=args.width,
         strides=args.strides,
         scale_last=args.scale_last,
+        antialias=args.antialias,
     )
 
 
@@ -119,27 +140,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     if args.command == "train":
         from training.config import ArchConfig
-        from training.train import TrainConfig, train
+        from training.train import ROBUST_RECIPE, TrainConfig, saved_run, train
 
         arch = _arch(args)
         assert isinstance(arch, ArchConfig)
         out = args.out or f"runs/{arch.arch}-{arch.group_name}-w{arch.width}-s{args.seed}"
-        cfg = TrainConfig(
-            data=args.data,
-            out_dir=out,
-            cache_dir=args.cache_dir,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            optimizer=args.optimizer,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            seed=args.seed,
-            train_size=args.train_size,
-            threads=args.threads,
-            rotate_deg=args.rotate_deg,
-            jitter=args.jitter,
-            max_steps_per_epoch=args.max_steps_per_epoch,
-        )
+        saved = saved_run(Path(out)) if args.resume else None
+        if saved is not None:  # a resumed run continues with the settings it was started with
+            cfg, arch = saved
+            cfg = dataclasses.replace(cfg, threads=args.threads)
+        else:
+            recipe: dict[str, Any] = dict(ROBUST_RECIPE) if args.recipe == "robust" else {}
+            options = ("shift", "scale", "blur_p", "jpeg_p", "hed", "jitter", "label_smoothing", "ema_decay")
+            for key in options:
+                if getattr(args, key) is not None:
+                    recipe[key] = getattr(args, key)
+            cfg = TrainConfig(
+                data=args.data,
+                out_dir=out,
+                cache_dir=args.cache_dir,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                optimizer=args.optimizer,
+                lr=args.lr,
+                weight_decay=args.weight_decay,
+                seed=args.seed,
+                train_size=args.train_size,
+                threads=args.threads,
+                rotate_deg=args.rotate_deg,
+                max_steps_per_epoch=args.max_steps_per_epoch,
+                **recipe,
+            )
         train(cfg, arch, resume=args.resume, stop_after=args.stop_after)
         return 0
     if args.command == "export":
@@ -164,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.limit,
             args.curve_patches,
             args.n_boot,
+            train_patches=args.train_patches,
         )
         return 0
     if args.command == "quantize":

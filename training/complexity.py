@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from training.config import ArchConfig
+from training.layers import BlurPool
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +20,18 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, input_size: int) -> int:
-    """MACs of one patch through every Conv2d and Linear (hooks on a real forward pass)."""
+    """MACs of one patch through every Conv2d, anti-aliasing blur and Linear (hooks on a real
+    forward pass)."""
     total = 0
 
     def conv_hook(m: nn.Conv2d, _inp: Any, out: torch.Tensor) -> None:
         nonlocal total
         k = m.kernel_size[0] * m.kernel_size[1]
         total += out[0].numel() * (m.in_channels // m.groups) * k
+
+    def blur_hook(m: BlurPool, _inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        total += out[0].numel() * m.kernel.shape[-1] * m.kernel.shape[-2]
 
     def linear_hook(m: nn.Linear, _inp: Any, out: torch.Tensor) -> None:
         nonlocal total
@@ -37,6 +43,8 @@ def count_macs(model: nn.Module, input_size: int) -> int:
             handles.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, nn.Linear):
             handles.append(m.register_forward_hook(linear_hook))
+        elif isinstance(m, BlurPool):
+            handles.append(m.register_forward_hook(blur_hook))
     was_training = model.training
     model.eval()
     with torch.no_grad():

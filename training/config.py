@@ -71,6 +71,7 @@ class ArchConfig:
     num_classes: int = 2
     scale_last: bool = False
     dropout: float = 0.2
+    antialias: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in ("conventional", "equivariant"):
@@ -112,16 +113,24 @@ class ArchConfig:
         """Inverse of :meth:`to_dict`."""
         data = dict(data)
         data["strides"] = tuple(bool(s) for s in data["strides"])
-        return cls(**data)
+        return cls(**data)  # checkpoints older than ``antialias`` get its default (off)
 
     def strides_text(self) -> str:
         """The stride flags as a bit string, e.g. ``11100``."""
         return "".join("1" if s else "0" for s in self.strides)
 
 
+BLUR_KERNEL = 3  # the anti-aliasing low-pass: binomial [1, 2, 1] x [1, 2, 1] / 16
+
+
 @dataclass(frozen=True)
 class ConvSpec:
-    """One convolution + batch norm (+ ReLU) unit."""
+    """One convolution + batch norm (+ ReLU) unit, optionally followed by a stride-2 blur.
+
+    With ``blur_padding`` set, the unit is anti-aliased (Zhang 2019): the convolution runs at
+    stride 1 and a fixed binomial low-pass with stride 2 (padding ``blur_padding``) subsamples
+    after the ReLU. The blur kernel has the square's symmetry, so rot90 stays exact.
+    """
 
     in_channels: int
     out_channels: int
@@ -132,6 +141,12 @@ class ConvSpec:
     relu: bool
     size_in: int
     size_out: int
+    blur_padding: int | None = None
+
+    @property
+    def size_conv(self) -> int:
+        """Spatial size of the convolution's own output (before any blur)."""
+        return conv_output_size(self.size_in, self.kernel, self.stride, self.padding)
 
 
 @dataclass(frozen=True)
@@ -152,7 +167,13 @@ class Plan:
     final_size: int = field(default=0)
 
 
-def _conv(cin: int, cout: int, k: int, stride: int, size: int, *, dw: bool, relu: bool) -> ConvSpec:
+def _conv(
+    cin: int, cout: int, k: int, stride: int, size: int, *, dw: bool, relu: bool, antialias: bool = False
+) -> ConvSpec:
+    if antialias and stride == 2:
+        blur_pad = centred_padding(size, BLUR_KERNEL, 2)
+        out = conv_output_size(size, BLUR_KERNEL, 2, blur_pad)
+        return ConvSpec(cin, cout, k, 1, centred_padding(size, k, 1), dw, relu, size, out, blur_pad)
     pad = centred_padding(size, k, stride) if k > 1 else 0
     out = conv_output_size(size, k, stride, pad)
     return ConvSpec(cin, cout, k, stride, pad, dw, relu, size, out)
@@ -164,7 +185,8 @@ def build_plan(cfg: ArchConfig) -> Plan:
     strides = iter(cfg.strides)
     size = cfg.input_size
     cin = make_divisible(STEM_CHANNELS * cfg.width, d)
-    stem = _conv(3, cin, 3, 2 if next(strides) else 1, size, dw=False, relu=True)
+    aa = cfg.antialias
+    stem = _conv(3, cin, 3, 2 if next(strides) else 1, size, dw=False, relu=True, antialias=aa)
     size = stem.size_out
     blocks: list[BlockSpec] = []
     for t, c, n, s in INVERTED_RESIDUAL_SETTING:
@@ -175,7 +197,7 @@ def build_plan(cfg: ArchConfig) -> Plan:
             units: list[ConvSpec] = []
             if t != 1:
                 units.append(_conv(cin, hidden, 1, 1, size, dw=False, relu=True))
-            dw = _conv(hidden, hidden, 3, stride, size, dw=True, relu=True)
+            dw = _conv(hidden, hidden, 3, stride, size, dw=True, relu=True, antialias=aa)
             units.append(dw)
             units.append(_conv(hidden, cout, 1, 1, dw.size_out, dw=False, relu=False))
             blocks.append(BlockSpec(tuple(units), residual=stride == 1 and cin == cout))
@@ -191,5 +213,7 @@ def plan_macs(plan: Plan, num_classes: int, pool_order: int) -> int:
     total = 0
     for u in (plan.stem, *(u for b in plan.blocks for u in b.units), plan.last):
         per_out = (1 if u.depthwise else u.in_channels) * u.kernel * u.kernel
-        total += u.out_channels * u.size_out * u.size_out * per_out
+        total += u.out_channels * u.size_conv * u.size_conv * per_out
+        if u.blur_padding is not None:
+            total += u.out_channels * u.size_out * u.size_out * BLUR_KERNEL * BLUR_KERNEL
     return total + plan.last.out_channels // pool_order * num_classes

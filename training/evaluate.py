@@ -16,8 +16,9 @@ from numpy.typing import NDArray
 from engine.contract import ModelContract
 from engine.outputs import write_text_atomic
 from engine.preprocess import fit_patches, prepare
+from training import robustness
 from training.augment import rotate
-from training.metrics import METRICS, bootstrap_ci, operating_point
+from training.metrics import METRICS, accuracy, auc, bootstrap_ci, operating_point
 from training.splits import VALID_SPLIT_SEED
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,45 @@ def rotation_curve(
     return angles, curve
 
 
+def stability(
+    clf: OnnxClassifier,
+    images: NDArray[np.uint8],
+    labels: NDArray[np.int64],
+    clean_auc: float,
+) -> dict[str, Any]:
+    """One-pixel-shift stability and the AUC under each perturbation path of
+    :mod:`training.robustness`, with its drop from ``clean_auc``."""
+    size = clf.contract.input_size
+    out: dict[str, Any] = {}
+    if images.shape[1] > size:
+        out.update(robustness.shift_stability([clf.prob(c) for c in robustness.crops(images, size)]))
+        log.info(
+            "one-pixel shift: mean |dp| %.4f, p95 %.4f, max %.4f, decision flips %.2f%%",
+            out["shift_mean_abs_dp"],
+            out["shift_p95_abs_dp"],
+            out["shift_max_abs_dp"],
+            100 * out["shift_flip_rate"],
+        )
+    for name, path in robustness.PATHS.items():
+        value = auc(labels, clf.prob(path(images)))
+        out[f"auc_{name}"] = value
+        out[f"auc_drop_{name}"] = clean_auc - value
+        log.info("AUC under %s: %.4f (drop %.4f)", name, value, clean_auc - value)
+    return out
+
+
+def train_subset(
+    data: Path, cache_dir: Path, n: int, seed: int = 0
+) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+    """A seeded, stratified sample of ``n`` training patches (to compare train and held-out)."""
+    from training.data import load_patches
+    from training.splits import stratified_subset
+
+    train = load_patches(data, cache_dir)["train"]
+    sample = train.subset(stratified_subset(train.labels, n, seed))
+    return np.asarray(sample.images), sample.labels
+
+
 def plot_curve(curves: dict[str, tuple[list[int], list[float]]], path: Path) -> None:
     """Save the rotation-sensitivity curves as a PNG."""
     import matplotlib
@@ -102,8 +142,11 @@ def evaluate_onnx(
     curve_patches: int = 200,
     n_boot: int = 1000,
     split_seed: int = VALID_SPLIT_SEED,
+    train_patches: int = 1000,
 ) -> dict[str, Any]:
-    """Metrics on the held-out half of ``valid`` with 95% bootstrap intervals, plus invariance.
+    """Metrics on the held-out half of ``valid`` with 95% bootstrap intervals, invariance and
+    stability (one-pixel shifts, blur, the 40x path, stain changes), and the same metrics on
+    ``train_patches`` training patches so under- and over-fitting show (0 skips them).
 
     ``curve_patches=0`` skips the continuous-angle curve (the slowest part).
     """
@@ -132,6 +175,17 @@ def evaluate_onnx(
     points = ", ".join(f"{p['threshold']:g}: {p['sensitivity']:.3f}/{p['specificity']:.3f}"
                        for p in result["operating_points"])
     log.info("patch-level sensitivity/specificity at the contract's triage thresholds: %s", points)
+    if train_patches > 0:
+        train_images, train_labels = train_subset(data, cache_dir, train_patches)
+        train_prob = clf.prob(train_images)
+        result["train_subset"] = {
+            "patches": len(train_labels),
+            "accuracy": accuracy(train_labels, train_prob),
+            "auc": auc(train_labels, train_prob),
+        }
+        log.info("training subset: accuracy %.4f, AUC %.4f", result["train_subset"]["accuracy"],
+                 result["train_subset"]["auc"])
+    result["stability"] = stability(clf, images, labels, result["auc"]["value"])
     result.update(rot90_deltas(clf, images))
     log.info(
         "rot90/180/270: max |dp| %.3g, mean |dp| %.3g",

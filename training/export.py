@@ -1,7 +1,9 @@
 """Checkpoint -> plain PyTorch -> one ONNX file carrying the engine's contract, checked for parity.
 
 The exported graph needs neither e2cnn nor torch: input ``input`` (N x 3 x S x S, prepared by
-``engine.preprocess.prepare``), output ``logits`` (N x 2). Opset 17 with the TorchScript exporter
+``engine.preprocess.prepare``), outputs ``logits`` (N x 2) and ``features`` (N x F, the pooled,
+group-invariant features before the classifier, whose training statistics the contract carries for
+out-of-distribution checks). Opset 17 with the TorchScript exporter
 gives a single file that onnxruntime's quantizer handles.
 """
 
@@ -24,7 +26,9 @@ from engine.contract import METADATA_KEY, ModelContract
 from engine.outputs import write_bytes_atomic
 from engine.preprocess import prepare
 from training.config import ArchConfig
-from training.train import build_model, make_batch
+from training.features import FEATURES_NAME, training_sample, with_feature_stats
+from training.mobilenet import MobileNetV2
+from training.train import build_model, load_weights, make_batch
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +43,13 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     arch = ArchConfig.from_dict(ckpt["arch"])
     model = build_model(arch)
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"])
     model.eval()
     return model, ckpt
 
 
 def to_plain(model: nn.Module) -> nn.Module:
     """Plain PyTorch network in eval mode (the equivariant net is converted, the other returned)."""
-    from training.mobilenet import MobileNetV2
-
     if isinstance(model, MobileNetV2):
         return model.eval()
     from training.equivariant import EquivariantMobileNetV2
@@ -86,6 +88,7 @@ def make_contract(
         positive_class="tumour",
         model_version=version,
         info=info,
+        features_name=FEATURES_NAME if isinstance(plain, MobileNetV2) else None,
     )
 
 
@@ -93,16 +96,28 @@ def to_onnx(plain: nn.Module, input_size: int, contract: ModelContract) -> bytes
     """Serialised single-file ONNX model with dynamic batch and the contract in its metadata."""
     buffer = io.BytesIO()
     dummy = torch.zeros(2, 3, input_size, input_size)
-    torch.onnx.export(
-        plain.eval(),
-        (dummy,),
-        buffer,  # type: ignore[arg-type]
-        input_names=[contract.input_name],
-        output_names=[contract.output_name],
-        dynamic_axes={contract.input_name: {0: "N"}, contract.output_name: {0: "N"}},
-        opset_version=OPSET,
-        dynamo=False,
-    )
+    outputs = [contract.output_name]
+    plain.eval()
+    if contract.features_name is not None:
+        if not isinstance(plain, MobileNetV2):
+            raise TypeError(f"{type(plain).__name__} cannot export features")
+        # Trace the two-output forward under the net's own parameter names (quantization ties
+        # each Conv to its batch norm by them): shadow ``forward`` for the export only.
+        plain.forward = plain.logits_and_features  # type: ignore[method-assign,assignment]
+        outputs.append(contract.features_name)
+    try:
+        torch.onnx.export(
+            plain,
+            (dummy,),
+            buffer,  # type: ignore[arg-type]
+            input_names=[contract.input_name],
+            output_names=outputs,
+            dynamic_axes={contract.input_name: {0: "N"}, **{name: {0: "N"} for name in outputs}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    finally:
+        plain.__dict__.pop("forward", None)
     return with_contract(buffer.getvalue(), contract)
 
 
@@ -127,7 +142,8 @@ def onnx_logits(model_bytes: bytes, x: NDArray[np.float32]) -> NDArray[np.float3
     import onnxruntime as ort
 
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {session.get_inputs()[0].name: x})
+    first = session.get_outputs()[0].name  # the logits; a features output may follow
+    (out,) = session.run([first], {session.get_inputs()[0].name: x})
     return np.asarray(out, dtype=np.float32)
 
 
@@ -201,6 +217,8 @@ def export_checkpoint(
             0, 256, size=(n_parity, arch.input_size, arch.input_size, 3), dtype=np.uint8
         )
     numbers = parity(model, plain, model_bytes, patches)
+    if data is not None:
+        model_bytes = with_feature_stats(model_bytes, training_sample(data, cache_dir))
     log.info("parity on %d patches: %s", len(patches), numbers)
     worst = max(numbers["source_vs_plain_logits"], numbers["plain_vs_onnx_logits"])
     if worst > PARITY_ATOL or numbers["input_max_abs"] > 0:

@@ -1,8 +1,12 @@
-"""Plain PyTorch layers shared by both networks: input mask, masked pooling, group pooling."""
+"""Plain PyTorch layers shared by both networks: input mask, anti-aliasing blur, masked pooling,
+group pooling."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from engine.preprocess import circular_mask
@@ -24,6 +28,34 @@ class InputMask(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.mask
+
+
+def binomial_kernel(size: int = 3) -> torch.Tensor:
+    """Normalised 2-D binomial low-pass (``[1, 2, 1]`` outer itself for 3): symmetric under D4."""
+    row = torch.tensor([math.comb(size - 1, i) for i in range(size)], dtype=torch.float32)
+    kernel = torch.outer(row, row)
+    return kernel / kernel.sum()
+
+
+class BlurPool(nn.Module):
+    """Fixed binomial low-pass on every channel, then subsampling (Zhang 2019, anti-aliasing).
+
+    Depthwise and identical on every channel, so it commutes with rotations of the plane and with
+    any permutation of channels: it keeps an equivariant net equivariant. Not trainable; exported
+    as an ordinary depthwise ``Conv``.
+    """
+
+    kernel: torch.Tensor
+
+    def __init__(self, channels: int, stride: int, padding: int, size: int = 3) -> None:
+        super().__init__()
+        self.channels = channels
+        self.stride = stride
+        self.padding = padding
+        self.register_buffer("kernel", binomial_kernel(size)[None, None].repeat(channels, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.kernel, stride=self.stride, padding=self.padding, groups=self.channels)
 
 
 class MaskedAvgPool(nn.Module):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.config import ArchConfig, BlockSpec, ConvSpec, build_plan
-from training.layers import GroupMaxPool, InputMask, MaskedAvgPool
+from training.config import BLUR_KERNEL, ArchConfig, BlockSpec, ConvSpec, build_plan
+from training.layers import BlurPool, GroupMaxPool, InputMask, MaskedAvgPool
 
 
 def conv_unit(spec: ConvSpec) -> nn.Sequential:
-    """Conv (no bias) + BatchNorm (+ ReLU) for one planned unit."""
+    """Conv (no bias) + BatchNorm (+ ReLU) (+ anti-aliasing blur) for one planned unit."""
     layers: list[nn.Module] = [
         nn.Conv2d(
             spec.in_channels,
@@ -30,6 +30,8 @@ def conv_unit(spec: ConvSpec) -> nn.Sequential:
     ]
     if spec.relu:
         layers.append(nn.ReLU(inplace=True))
+    if spec.blur_padding is not None:
+        layers.append(BlurPool(spec.out_channels, 2, spec.blur_padding, BLUR_KERNEL))
     return nn.Sequential(*layers)
 
 
@@ -70,10 +72,21 @@ class MobileNetV2(nn.Module):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features before the classifier (group-invariant for ``pool_order > 1``)."""
         x = self.stem(self.input_mask(x))
         for block in self.blocks:
             x = block(x)
-        x = self.group_pool(self.pool(self.last(x)))
-        logits: torch.Tensor = self.classifier(self.dropout(x))
+        pooled: torch.Tensor = self.group_pool(self.pool(self.last(x)))
+        return pooled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.classifier(self.dropout(self.features(x)))
         return logits
+
+    def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both outputs of the exported graph (eval mode: dropout is the identity)."""
+        f = self.features(x)
+        logits: torch.Tensor = self.classifier(self.dropout(f))
+        return logits, f
+

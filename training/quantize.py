@@ -127,6 +127,13 @@ def data_free_ranges(
         out = node.output[0] if node.output else ""
         if node.op_type == "Mul" and node.input[0] in ranges and out and not gauss:
             ranges[out] = ranges[node.input[0]]  # the input mask: x * {0, 1}
+        elif node.op_type == "Conv" and not node.input[1].endswith(".0.weight"):
+            # the fixed anti-aliasing blur: a convex combination of its input (and zero padding)
+            if node.input[0] not in ranges:
+                raise KeyError(f"Conv {node.name} ({node.input[1]!r}) has no BN model and no input range")
+            ranges[out] = ranges[node.input[0]]
+            if node.input[0] in gauss:
+                gauss[out] = gauss[node.input[0]]
         elif node.op_type == "Conv":
             unit = node.input[1].removesuffix(".0.weight")
             if unit not in stats:
@@ -150,6 +157,12 @@ def data_free_ranges(
             else:
                 ranges[out] = gaussian_range(mean, std, k, False)
     return ranges
+
+
+def blur_nodes(graph: onnx.GraphProto) -> list[str]:
+    """The anti-aliasing blurs: Conv nodes with fixed weights (not a unit's ``.0.weight``). They stay
+    in float between a DequantizeLinear and a QuantizeLinear; their cost is a few MACs per pixel."""
+    return [n.name for n in graph.node if n.op_type == "Conv" and not n.input[1].endswith(".0.weight")]
 
 
 def dequantized_weights(proto: onnx.ModelProto) -> dict[str, NDArray[np.float32]]:
@@ -228,6 +241,7 @@ def quantize_onnx(
     input_name: str,
 ) -> bytes:
     """onnxruntime QDQ quantization of ``fp32`` with given ranges or by calibrating on inputs."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 
@@ -244,6 +258,7 @@ def quantize_onnx(
             raise ValueError("pass ranges (data-free) or calibration inputs")
         quantize_static(
             str(src), str(dst), reader,
+            nodes_to_exclude=blur_nodes(onnx.load_from_string(fp32).graph),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
             per_channel=cfg.per_channel,
@@ -376,6 +391,11 @@ def quantize_checkpoint(
     report["agreement"] = agreement(fp32, int8, check[:64])
     log.info("INT8 vs FP32 twin on %d %s inputs: %s", min(len(check), 64),
              "training" if calib is not None else "random", report["agreement"])
+    if data is not None and contract.features_name is not None:
+        from training.features import training_sample, with_feature_stats
+
+        sample = training_sample(data, cache_dir)
+        int8, fp32 = with_feature_stats(int8, sample), with_feature_stats(fp32, sample)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out, int8)
     log.info("wrote %s (%d bytes): %s", out, len(int8), json.dumps(cfg.describe()))

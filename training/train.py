@@ -10,7 +10,8 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from engine.preprocess import circular_mask, fit_patches, normalise
 from training import augment
 from training.config import ArchConfig
 from training.data import Patches, load_patches
+from training.ema import WeightEMA
 from training.metrics import accuracy, auc, nll
 from training.splits import VALID_SPLIT_SEED, halve, pixel_groups, stratified_subset
 
@@ -51,9 +53,44 @@ class TrainConfig:
     threads: int | None = None
     rotate_deg: float = 0.0
     jitter: float = 0.0
+    shift: bool = False
+    scale: float = 0.0
+    blur_p: float = 0.0
+    jpeg_p: float = 0.0
+    hed: float = 0.0
+    label_smoothing: float = 0.0
+    ema_decay: float | None = None
+    train_eval_size: int = 1000
     split_seed: int = VALID_SPLIT_SEED
     eval_batch: int = 256
     max_steps_per_epoch: int | None = None
+
+
+    def augment(self) -> augment.Augment:
+        """The per-patch augmentation this run trains with."""
+        return augment.Augment(
+            shift=self.shift,
+            scale=self.scale,
+            blur_p=self.blur_p,
+            jpeg_p=self.jpeg_p,
+            hed=self.hed,
+            jitter=self.jitter,
+            rotate_deg=self.rotate_deg,
+        )
+
+
+# The robust recipe: what a slide does to a patch (position, scale, focus, compression, stain),
+# a little label smoothing and an averaged model. ``--recipe robust`` on the command line.
+ROBUST_RECIPE: dict[str, Any] = {
+    "shift": True,
+    "scale": 0.15,
+    "blur_p": 0.3,
+    "jpeg_p": 0.5,
+    "hed": 0.05,
+    "jitter": 0.5,
+    "label_smoothing": 0.05,
+    "ema_decay": 0.999,
+}
 
 
 @dataclass
@@ -118,17 +155,13 @@ def make_batch(
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
     rng: np.random.Generator | None = None,
-    rotate_deg: float = 0.0,
-    jitter: float = 0.0,
+    aug: augment.Augment | None = None,
 ) -> torch.Tensor:
-    """uint8 patches -> model input; with ``rng``, D4 (+ optional rotation/jitter) augmentation."""
-    x = fit_patches(np.asarray(images), size_px)
-    if rng is not None:
-        if jitter > 0:
-            x = augment.colour_jitter(x, rng, jitter)
-        if rotate_deg > 0:
-            x = augment.random_rotate(x, rng, rotate_deg)
-        x = augment.random_d4(x, rng)
+    """uint8 patches -> model input; with ``rng``, ``aug`` (default: D4 only) drawn per patch."""
+    if rng is None:
+        x = fit_patches(np.asarray(images), size_px)
+    else:
+        x = (aug or augment.Augment()).apply(np.asarray(images), size_px, rng)
     return torch.from_numpy(normalise(x, mean, std, input_mask(size_px)))
 
 
@@ -201,6 +234,26 @@ def _save(obj: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_weights(model: nn.Module, state: dict[str, Any]) -> None:
+    """Load a state dict saved in either mode: e2cnn keeps expanded ``filter`` buffers only in eval
+    mode, so the model takes the mode the state was saved in."""
+    model.train(not any(k.endswith(".filter") for k in state))
+    model.load_state_dict(state)
+
+
+def saved_run(out_dir: Path) -> tuple[TrainConfig, ArchConfig] | None:
+    """The settings a run in ``out_dir`` was started with (from ``last.pt``), or None if none."""
+    path = out_dir / "last.pt"
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    saved = dict(ckpt["train_config"])
+    if isinstance(saved.get("jpeg_quality"), list):
+        saved["jpeg_quality"] = tuple(saved["jpeg_quality"])
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in saved.items() if k in known}), ArchConfig.from_dict(ckpt["arch"])
+
+
 def train(
     cfg: TrainConfig, arch: ArchConfig, resume: bool = False, stop_after: int | None = None
 ) -> dict[str, Any]:
@@ -225,6 +278,7 @@ def train(
     )
     model = build_model(arch).to(device)
     optimizer = make_optimizer(model, cfg)
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
@@ -235,19 +289,22 @@ def train(
     last_path = out_dir / "last.pt"
     if resume and last_path.is_file():
         ckpt = torch.load(last_path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
+        load_weights(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["torch_rng"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
         state = ckpt["state"]
         log.info("resumed from %s at epoch %d", last_path, state["epoch"])
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
-        "%s %s width %s strides %s: %d trainable parameters, device %s",
+        "%s %s width %s strides %s%s: %d trainable parameters, device %s",
         arch.arch,
         arch.group_name,
         arch.width,
         arch.strides_text(),
+        " anti-aliased" if arch.antialias else "",
         n_params,
         device,
     )
@@ -260,89 +317,103 @@ def train(
         "n_select": len(splits.select),
         "n_heldout": len(splits.heldout),
     }
+    aug = cfg.augment()
+    train_eval = splits.train.subset(
+        stratified_subset(splits.train.labels, cfg.train_eval_size, cfg.seed + 1)
+    )
     end = cfg.epochs if stop_after is None else min(cfg.epochs, state["epoch"] + stop_after)
-    for epoch in range(state["epoch"], end):
-        model.train()
-        rng = np.random.default_rng([cfg.seed, epoch])
-        order = rng.permutation(len(splits.train))
-        t0 = time.time()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for step in range(steps_per_epoch):
-            idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
-            x = make_batch(
-                splits.train.images[idx],
-                arch.input_size,
-                splits.mean,
-                splits.std,
-                rng,
-                cfg.rotate_deg,
-                cfg.jitter,
-            ).to(device)
-            y = torch.from_numpy(splits.train.labels[idx]).to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            scheduler.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(idx)
-            if (step + 1) % PROGRESS_EVERY == 0:
-                log.info(
-                    "epoch %d step %d/%d loss %.4f, %.1f patches/s",
-                    epoch + 1,
-                    step + 1,
-                    steps_per_epoch,
-                    loss_sum / seen,
-                    seen / (time.time() - t0),
-                )
-        train_time = time.time() - t0
-        prob = predict(
-            model, splits.select.images, splits.mean, splits.std, arch.input_size, cfg.eval_batch, device
-        )[:, 1]
-        labels = splits.select.labels
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / seen,
-            "train_acc": correct / seen,
-            "val_loss": nll(labels, prob),
-            "val_acc": accuracy(labels, prob),
-            "val_auc": auc(labels, prob),
-            "patches_per_s": seen / train_time,
-            "lr": scheduler.get_last_lr()[0],
-        }
-        state["history"].append(record)
-        state["epoch"] = epoch + 1
-        log.info(
-            "epoch %d/%d train loss %.4f acc %.4f | val loss %.4f acc %.4f auc %.4f | %.1f patches/s",
-            epoch + 1,
-            cfg.epochs,
-            record["train_loss"],
-            record["train_acc"],
-            record["val_loss"],
-            record["val_acc"],
-            record["val_auc"],
-            record["patches_per_s"],
-        )
-        if record["val_loss"] < state["best_loss"]:
-            state["best_loss"] = record["val_loss"]
-            state["best_epoch"] = epoch + 1
-            _save(
-                {**meta, "model": model.state_dict(), "epoch": epoch + 1, "history": state["history"]},
-                out_dir / "best.pt",
+    # One worker prepares the next batch (decoding, augmentation) while the model trains on this one.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches") as prep:
+        for epoch in range(state["epoch"], end):
+            model.train()
+            rng = np.random.default_rng([cfg.seed, epoch])
+            order = rng.permutation(len(splits.train))
+
+            def batch(step: int, order: NDArray[np.int64] = order, rng: np.random.Generator = rng) -> Any:
+                idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+                x = make_batch(splits.train.images[idx], arch.input_size, splits.mean, splits.std, rng, aug)
+                return x, torch.from_numpy(splits.train.labels[idx])
+
+            t0 = time.time()
+            loss_sum, correct, seen = 0.0, 0, 0
+            pending = prep.submit(batch, 0)
+            for step in range(steps_per_epoch):
+                x, y = pending.result()
+                if step + 1 < steps_per_epoch:
+                    pending = prep.submit(batch, step + 1)
+                x, y = x.to(device), y.to(device)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+                scheduler.step()
+                if ema is not None:
+                    ema.update(model)
+                loss_sum += float(loss.detach()) * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+                if (step + 1) % PROGRESS_EVERY == 0:
+                    log.info(
+                        "epoch %d step %d/%d loss %.4f, %.1f patches/s",
+                        epoch + 1,
+                        step + 1,
+                        steps_per_epoch,
+                        loss_sum / seen,
+                        seen / (time.time() - t0),
+                    )
+            train_time = time.time() - t0
+            judged = ema.model if ema is not None else model
+            sizes = (arch.input_size, cfg.eval_batch, device)
+            prob = predict(judged, splits.select.images, splits.mean, splits.std, *sizes)[:, 1]
+            train_prob = predict(judged, train_eval.images, splits.mean, splits.std, *sizes)[:, 1]
+            labels = splits.select.labels
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / seen,
+                "train_acc": correct / seen,
+                "train_eval_acc": accuracy(train_eval.labels, train_prob),
+                "train_eval_auc": auc(train_eval.labels, train_prob),
+                "val_loss": nll(labels, prob),
+                "val_acc": accuracy(labels, prob),
+                "val_auc": auc(labels, prob),
+                "patches_per_s": seen / train_time,
+                "lr": scheduler.get_last_lr()[0],
+            }
+            state["history"].append(record)
+            state["epoch"] = epoch + 1
+            log.info(
+                "epoch %d/%d train loss %.4f acc %.4f (clean auc %.4f) | val loss %.4f acc %.4f auc %.4f "
+                "| %.1f patches/s",
+                epoch + 1,
+                cfg.epochs,
+                record["train_loss"],
+                record["train_acc"],
+                record["train_eval_auc"],
+                record["val_loss"],
+                record["val_acc"],
+                record["val_auc"],
+                record["patches_per_s"],
             )
-            log.info("new best selection loss %.4f at epoch %d", record["val_loss"], epoch + 1)
-        _save(
-            {
+            model.eval()  # e2cnn's advice: state dicts are saved and loaded in eval mode
+            if record["val_loss"] < state["best_loss"]:
+                state["best_loss"] = record["val_loss"]
+                state["best_epoch"] = epoch + 1
+                _save(
+                    {**meta, "model": judged.state_dict(), "epoch": epoch + 1, "history": state["history"]},
+                    out_dir / "best.pt",
+                )
+                log.info("new best selection loss %.4f at epoch %d", record["val_loss"], epoch + 1)
+            last = {
                 **meta,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "state": state,
-            },
-            last_path,
-        )
+            }
+            if ema is not None:
+                last["ema"] = ema.state_dict()
+            _save(last, last_path)
     log.info("done: best selection loss %.4f at epoch %d", state["best_loss"], state["best_epoch"])
     return state

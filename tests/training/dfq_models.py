@@ -19,8 +19,8 @@ from training.train import build_model
 INPUT_PX = 95
 
 
-def tiny_arch(arch: str = "equivariant", group_order: int = 4) -> ArchConfig:
-    return ArchConfig(arch=arch, group_order=group_order, width=0.25)
+def tiny_arch(arch: str = "equivariant", group_order: int = 4, antialias: bool = False) -> ArchConfig:
+    return ArchConfig(arch=arch, group_order=group_order, width=0.25, antialias=antialias)
 
 
 def _per_field(values: torch.Tensor, n: int) -> torch.Tensor:
@@ -60,10 +60,12 @@ def random_input(batch: int, gen: torch.Generator) -> torch.Tensor:
     return smooth + 0.3 * torch.randn(batch, 3, INPUT_PX, INPUT_PX, generator=gen)
 
 
-def tiny_plain(arch: str = "equivariant", group_order: int = 4, seed: int = 0) -> MobileNetV2:
+def tiny_plain(
+    arch: str = "equivariant", group_order: int = 4, seed: int = 0, antialias: bool = False
+) -> MobileNetV2:
     """Plain (exported) tiny MobileNetV2 with randomised, BN-consistent statistics."""
     torch.manual_seed(seed)
-    model = build_model(tiny_arch(arch, group_order))
+    model = build_model(tiny_arch(arch, group_order, antialias))
     plain = to_plain(model)
     assert isinstance(plain, MobileNetV2)
     return randomise_bn(plain, seed)

@@ -7,7 +7,17 @@ import pytest
 
 from engine.contract import ModelContract
 from engine.preprocess import fit_patches, prepare
-from training.augment import colour_jitter, d4, random_d4, rotate
+from training.augment import (
+    Augment,
+    blur,
+    colour_jitter,
+    d4,
+    hed_jitter,
+    jpeg,
+    random_d4,
+    resample_view,
+    rotate,
+)
 from training.data import Patches
 from training.train import channel_stats, make_batch
 
@@ -67,3 +77,66 @@ def test_training_input_equals_engine_prepare(small_pcam: dict[str, Patches]) ->
 def test_channel_stats_are_plausible(small_pcam: dict[str, Patches]) -> None:
     mean, std = channel_stats(small_pcam["train"].images, 95)
     assert all(0.3 < m < 0.9 for m in mean) and all(0.05 < s < 0.4 for s in std)
+
+
+def test_default_augment_is_a_square_symmetry_of_the_centre_crop(small_pcam: dict[str, Patches]) -> None:
+    raw = np.asarray(small_pcam["train"].images[:8])
+    out = Augment().apply(raw, 95, np.random.default_rng(0))
+    centre = fit_patches(raw, 95)
+    for o, c in zip(out, centre, strict=True):
+        assert any(np.array_equal(o, d4(c, e)) for e in range(8))
+
+
+def test_shift_crops_every_integral_position(small_pcam: dict[str, Patches]) -> None:
+    raw = np.repeat(np.asarray(small_pcam["train"].images[:1]), 64, axis=0)
+    out = Augment(shift=True).apply(raw, 95, np.random.default_rng(1))
+    crops = [raw[0, y : y + 95, x : x + 95] for y in (0, 1) for x in (0, 1)]
+    seen = set()
+    for o in out:
+        hits = [i for i, c in enumerate(crops) if any(np.array_equal(o, d4(c, e)) for e in range(8))]
+        assert hits
+        seen.update(hits)
+    assert seen == {0, 1, 2, 3}
+
+
+def test_resample_view_zooms_about_the_centre() -> None:
+    yy, xx = np.mgrid[0:96, 0:96]
+    ramp = np.stack([xx * 2, yy * 2, np.full_like(xx, 128)], axis=-1).astype(np.uint8)
+    centre = (47.5, 47.5)
+    same = resample_view(ramp, 95, centre, 1.0)
+    zoomed = resample_view(ramp, 95, centre, 1.15)
+    shrunk = resample_view(ramp, 95, centre, 0.85)  # needs more than the patch: mirrored beyond it
+    for view in (same, zoomed, shrunk):
+        assert view.shape == (95, 95, 3)
+        assert abs(int(view[47, 47, 0]) - 95) <= 2  # the centre stays the centre
+    span = [int(v[47, -1, 0]) - int(v[47, 0, 0]) for v in (zoomed, same)]
+    assert span[0] < span[1]  # magnified: the view covers less of the ramp
+
+
+def test_hed_jitter_is_the_identity_at_zero_and_a_stain_change_otherwise(patches: np.ndarray) -> None:
+    rng = np.random.default_rng(0)
+    same = hed_jitter(patches, rng, 0.0, 0.0)
+    assert np.abs(same.astype(int) - np.maximum(patches, 1)).max() <= 1  # OD round trip, 0 -> 1
+    changed = hed_jitter(patches, rng, 0.1, 0.04)
+    diff = np.abs(changed.astype(int) - patches).mean()
+    assert changed.dtype == np.uint8 and 0.5 < diff < 40
+
+
+def test_blur_and_jpeg_degrade_but_keep_the_patch(patches: np.ndarray) -> None:
+    p = patches[0]
+    for out in (blur(p, 1.0), jpeg(p, 60)):
+        assert out.shape == p.shape and out.dtype == np.uint8
+        assert 0 < np.abs(out.astype(int) - p).mean() < 40
+    # blurring removes high frequencies: neighbouring pixels get closer
+    def roughness(img: np.ndarray) -> float:
+        return float(np.abs(np.diff(img.astype(int), axis=0)).mean())
+
+    assert roughness(blur(p, 1.0)) < roughness(p)
+
+
+def test_full_recipe_is_seeded_and_keeps_shape(small_pcam: dict[str, Patches]) -> None:
+    raw = np.asarray(small_pcam["train"].images[:16])
+    aug = Augment(shift=True, scale=0.15, blur_p=0.5, jpeg_p=0.5, hed=0.05, jitter=0.5)
+    a = aug.apply(raw, 95, np.random.default_rng(3))
+    b = aug.apply(raw, 95, np.random.default_rng(3))
+    assert a.shape == (16, 95, 95, 3) and np.array_equal(a, b)

@@ -14,6 +14,7 @@ from engine.preprocess import prepare
 from training.config import ArchConfig
 from training.data import Patches
 from training.export import make_contract, onnx_logits, parity, to_onnx, to_plain
+from training.features import onnx_features
 from training.train import build_model, channel_stats, make_batch
 
 onnx = pytest.importorskip("onnx")
@@ -64,7 +65,12 @@ def test_export_parity_on_real_patches(small_pcam: dict[str, Patches], arch: str
     assert read.classes == ("normal", "tumour") and read.positive_index == 1
     assert read.model_version.startswith(f"{arch}-")
     assert [i.name for i in proto.graph.input] == ["input"]
-    assert [o.name for o in proto.graph.output] == ["logits"]
+    assert [o.name for o in proto.graph.output] == ["logits", "features"]
+    assert read.features_name == "features"
+    x = prepare(patches, read)
+    with torch.no_grad():
+        expected = plain.features(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(onnx_features(model_bytes, x), expected, rtol=0, atol=1e-4)
     for n in (1, 5):  # dynamic batch
         out = onnx_logits(model_bytes, prepare(patches[:n], read))
         assert out.shape == (n, 2)

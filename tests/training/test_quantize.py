@@ -4,6 +4,7 @@ invariance, data-free vs naive ranges, per-channel and calibrated options, the c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -221,3 +222,27 @@ def test_command_end_to_end(tmp_path: Path, equivariant: MobileNetV2) -> None:
     assert model.version.endswith("-int8")
     assert json.loads(onnx.load(str(out)).metadata_props[-1].value)["model_version"] == model.version
     assert any(p.key == METADATA_KEY for p in onnx.load(str(out)).metadata_props)
+
+
+def test_antialiased_net_with_features_quantizes_invariant(x: NDArray[np.float32], tmp_path: Path) -> None:
+    from training.features import FEATURES_NAME, with_feature_stats
+
+    plain = tiny_plain("equivariant", group_order=4, antialias=True)
+    contract = dataclasses.replace(CONTRACT, features_name=FEATURES_NAME)
+    fp32, int8, _ = quantize_plain(plain, contract, QuantConfig(bias_correction=True))
+    assert _ops(int8).count("Conv") > _ops(fp32).count("Conv") - 1  # the blurs stay convolutions
+    assert agreement(fp32, int8, x)["argmax_agree"] >= 0.9
+    base = onnx_logits(int8, x)
+    for k in (1, 2, 3):
+        rotated = onnx_logits(int8, np.ascontiguousarray(np.rot90(x, k, axes=(2, 3))))
+        np.testing.assert_allclose(rotated, base, rtol=0, atol=1e-4 * float(np.abs(base).max()))
+    patches = np.random.default_rng(0).integers(0, 256, size=(64, 95, 95, 3), dtype=np.uint8)
+    path = tmp_path / "int8.onnx"
+    path.write_bytes(with_feature_stats(int8, patches))
+    model = Model.load(path, threads=1)
+    probs, features = model.infer_prepared(prepare(patches[:8], model.contract))
+    assert features is not None and features.shape == (8, plain.classifier.in_features)
+    np.testing.assert_allclose(probs, model.predict(patches[:8]), rtol=0, atol=1e-6)
+    stats = model.contract.feature_stats
+    assert stats is not None and stats.n_patches == 64
+    assert 0.3 < float(np.median(stats.distance(features))) < 3.0

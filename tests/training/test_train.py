@@ -12,7 +12,7 @@ import torch
 
 from training.cli import main
 from training.config import ArchConfig
-from training.train import TrainConfig, lr_factor, train
+from training.train import ROBUST_RECIPE, TrainConfig, lr_factor, train
 
 FAST = (True,) * 5
 
@@ -100,8 +100,9 @@ def test_cli_export_then_evaluate(trained_run: tuple[Path, dict], pcam_h5: Path)
     assert (out / "rotation_curve.png").stat().st_size > 1000
 
 
-def test_resume_matches_an_uninterrupted_run(pcam_h5: Path, tmp_path: Path) -> None:
-    arch = ArchConfig(arch="conventional", width=0.25, strides=FAST)
+@pytest.mark.parametrize("robust", [False, True])
+def test_resume_matches_an_uninterrupted_run(pcam_h5: Path, tmp_path: Path, robust: bool) -> None:
+    arch = ArchConfig(arch="conventional", width=0.25, strides=FAST, antialias=robust)
     base = TrainConfig(
         data=str(pcam_h5),
         out_dir="",
@@ -111,6 +112,7 @@ def test_resume_matches_an_uninterrupted_run(pcam_h5: Path, tmp_path: Path) -> N
         seed=1,
         train_size=96,
         eval_batch=128,
+        **(ROBUST_RECIPE if robust else {}),
     )
     straight = replace(base, out_dir=str(tmp_path / "a"))
     split = replace(base, out_dir=str(tmp_path / "b"))
@@ -118,11 +120,33 @@ def test_resume_matches_an_uninterrupted_run(pcam_h5: Path, tmp_path: Path) -> N
     train(split, arch, stop_after=1)
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["state"]["epoch"] == 1
     train(split, arch, resume=True)
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    last_a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    last_b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    states = [(last_a["model"], last_b["model"])]
+    if robust:  # the weight average resumes too, and best.pt holds the averaged weights
+        assert last_a["ema"]["updates"] == last_b["ema"]["updates"] == 6
+        states.append((last_a["ema"]["model"], last_b["ema"]["model"]))
+        best = torch.load(tmp_path / "b" / "best.pt", weights_only=False)["model"]
+        if last_b["state"]["best_epoch"] == 2:
+            states.append((best, last_b["ema"]["model"]))
+    for a, b in states:
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_cli_resume_continues_with_the_saved_recipe(pcam_h5: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    common = ["--data", str(pcam_h5), "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    first = ["train", "--arch", "conventional", "--width", "0.25", "--strides", "11111", "--antialias",
+             "--recipe", "robust", "--hed", "0.02", "--epochs", "2", "--train-size", "64",
+             "--batch-size", "32", "--stop-after", "1"]
+    assert main(first + common) == 0
+    assert main(["train", "--resume", "--epochs", "9", *common]) == 0  # settings come from last.pt
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert last["state"]["epoch"] == 2 and last["train_config"]["epochs"] == 2
+    assert last["train_config"]["hed"] == 0.02 and last["train_config"]["shift"] is True
+    assert last["arch"]["antialias"] is True
 
 
 def test_lr_schedule_warms_up_then_decays() -> None:
