@@ -516,7 +516,8 @@ def engine_check(table: PatchTable, model_path: Path | None, data: Path) -> None
             f"{name:9s} {int(both.sum()):6d}  {v_eng.score!s:>9} {v_eng.category:20s}  "
             f"{v_twin.score!s:>9} {v_twin.category:20s}  {diff.mean():.3f} / {diff.max():.3f}"
         )
-        say(f"  engine analysed {int(np.isfinite(eng).sum())} of the layout's {int(cells.sum())} tissue cells")
+        n_eng = int(np.isfinite(eng).sum())
+        say(f"  engine analysed {n_eng} of the layout's {int(cells.sum())} tissue cells")
 
 
 # ------------------------------------------------------------------------------------ main

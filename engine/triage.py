@@ -23,7 +23,9 @@ All functions are pure and take a ``t_rows x t_cols`` grid with NaN where no til
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -213,6 +215,26 @@ def judge(grid: FloatGrid, policy: TriagePolicy, cell_mm2: float) -> SlideVerdic
         tumour_area_mm2=round(believed_cells * cell_mm2, 4),
         largest_region_mm2=round(largest_cells * cell_mm2, 4),
     )
+
+
+METHOD_TEXT = {
+    "region_logistic": "best suspicious region: size, mean and smoothed probability",
+    "region_mass": "heaviest suspicious region (tiles x mean probability)",
+    "smoothed_max": "highest 3x3-smoothed tile probability",
+    "largest_region": "largest suspicious region",
+    "top_k_mean": "mean of the top {top_k} tile probabilities",
+}
+
+
+def explain_score(thresholds: Mapping[str, Any]) -> str:
+    """One line saying how a summary's score was made (``thresholds`` of ``summary.json``).
+
+    Summaries written before slide-level triage have no ``score_method``: their score was the
+    top-k mean.
+    """
+    method = str(thresholds.get("score_method", "top_k_mean"))
+    text = METHOD_TEXT.get(method, method).format(top_k=thresholds.get("top_k", "?"))
+    return f"score = {text}"
 
 
 def fit_logistic(
