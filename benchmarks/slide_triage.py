@@ -470,7 +470,7 @@ def stamp(model_path: Path, out_path: Path, policy: TriagePolicy) -> None:
 # --------------------------------------------------------------------------- engine check
 
 
-def engine_check(table: PatchTable, model_path: Path | None, data: Path) -> None:
+def engine_check(table: PatchTable, model_path: Path | None, data: Path, big: int = 0) -> None:
     """Real mosaic slides through OpenSlide + the pipeline vs their grid twins (identity variant)."""
     from engine.model import Model
     from engine.pipeline import analyse_slide
@@ -484,7 +484,9 @@ def engine_check(table: PatchTable, model_path: Path | None, data: Path) -> None
     archive_zip = data / "pcam_train_valid.zip"
     held = table.heldout
     row_of = {int(s): i for i, s in enumerate(table.sources)}
-    cases = (("negative", 2000, 0, 71), ("micro", 2000, 12, 72), ("macro", 3000, 700, 73))
+    cases = [("negative", 2000, 0, 71), ("micro", 2000, 12, 72), ("macro", 3000, 700, 73)]
+    if big:
+        cases.append(("negative", big, 0, 74))
     say("\nENGINE check (real mosaic slides, OpenSlide + engine.pipeline, held-out patches, no jitter):")
     say("case       tiles  engine score/category            grid-twin score/category   mean/max |dp|")
     for name, n, n_t, seed in cases:
@@ -495,7 +497,9 @@ def engine_check(table: PatchTable, model_path: Path | None, data: Path) -> None
         spec = SlideSpec(layout, sources, 0.972, (1, 4, 16), 90, seed, "slide_triage engine check")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{name}.tiff"
-            write_slide(spec, archive_zip, path)
+            t_build = time.perf_counter()
+            write_slide(spec, archive_zip, path, workers=1, bigtiff=n > 10000)
+            t_build = time.perf_counter() - t_build
             with open_slide(path) as slide:
                 analysis = analyse_slide(slide, model)
         eng = analysis.prob_grid()
@@ -517,7 +521,10 @@ def engine_check(table: PatchTable, model_path: Path | None, data: Path) -> None
             f"{v_twin.score!s:>9} {v_twin.category:20s}  {diff.mean():.3f} / {diff.max():.3f}"
         )
         n_eng = int(np.isfinite(eng).sum())
-        say(f"  engine analysed {n_eng} of the layout's {int(cells.sum())} tissue cells")
+        say(
+            f"  engine analysed {n_eng} of the layout's {int(cells.sum())} tissue cells "
+            f"(slide built in {t_build:.0f} s, analysed in {analysis.timings_s['total']:.0f} s)"
+        )
 
 
 # ------------------------------------------------------------------------------------ main
@@ -532,6 +539,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="with --calibrate: write here (default: --model)")
     p.add_argument("--dry-run", action="store_true", help="with --calibrate: print, do not write")
     p.add_argument("--engine-check", action="store_true", help="validate on real mosaic slides")
+    p.add_argument("--engine-big", type=int, default=0, help="with --engine-check: add a negative of N tiles")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
     return p.parse_args(argv)
 
@@ -604,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(numbers))
     if args.engine_check:
-        engine_check(table, args.out or args.model, args.data)
+        engine_check(table, args.out or args.model, args.data, args.engine_big)
     return 0
 
 
