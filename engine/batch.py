@@ -230,6 +230,8 @@ def summary_csv(outcomes: Iterable[SlideOutcome]) -> str:
             "model_version",
             "error",
             "path",
+            "score_method",
+            "largest_region_mm2",
         ]
     )
     for rank, o in enumerate(ranked(outcomes), start=1):
@@ -246,6 +248,8 @@ def summary_csv(outcomes: Iterable[SlideOutcome]) -> str:
                 s.get("model", {}).get("version", ""),
                 o.message(),
                 str(o.job.path),
+                s.get("score_method", ""),
+                s.get("largest_region_mm2", ""),
             ]
         )
     return buf.getvalue()

@@ -7,6 +7,7 @@ the input size, resolution, normalisation, mask or triage thresholds of a model.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -17,18 +18,51 @@ from numpy.typing import NDArray
 
 from engine.errors import ContractError
 
+log = logging.getLogger(__name__)
+
 METADATA_KEY = "equitriage.contract"
 FORMAT_VERSION = 1
 
 
+SCORE_METHODS = ("region_logistic", "region_mass", "smoothed_max", "largest_region", "top_k_mean")
+
+
 @dataclass(frozen=True)
 class TriagePolicy:
-    """How tile probabilities become a slide verdict; the model card says how the thresholds were chosen."""
+    """How tile probabilities become a slide verdict (see ``engine.triage``).
+
+    The defaults are the documented fallback for contracts written before slide-level
+    calibration (issue 16), whose ``top_k`` mean thresholds no longer apply: the region score
+    and thresholds calibrated for the eq-e8 model on the selection mosaic slides by
+    ``benchmarks/slide_triage.py --calibrate``. ``calibration`` records how a contract's own
+    values were chosen.
+    """
 
     tile_threshold: float = 0.5
     top_k: int = 10
-    high_threshold: float = 0.9
-    low_threshold: float = 0.5
+    high_threshold: float = 0.7331
+    low_threshold: float = 0.0999
+    score_method: str = "region_logistic"
+    smooth_cells: int = 3
+    weights: tuple[float, ...] = (-22.6078, 3.1097, 17.5782, 2.4459)
+    calibration: str = (
+        "default policy (the contract has none): region_logistic as calibrated for eq-e8 by "
+        "benchmarks/slide_triage.py --calibrate"
+    )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TriagePolicy:
+        """Parse a contract's ``triage`` entry; one without ``score_method`` gets the defaults."""
+        if "score_method" not in data:
+            if data:
+                log.warning(
+                    "model contract predates slide-level triage; using the default triage policy"
+                )
+            return cls()
+        values = dict(data)
+        if "weights" in values:
+            values["weights"] = tuple(float(w) for w in values["weights"])
+        return cls(**values)
 
     def category(self, score: float | None) -> str:
         """Triage category of a slide score; ``None`` (no tissue analysed) is its own category."""
@@ -138,7 +172,7 @@ class ModelContract:
                 f"model contract format {version!r} is not supported (expected {FORMAT_VERSION})"
             )
         try:
-            triage = TriagePolicy(**data.pop("triage", {}))
+            triage = TriagePolicy.from_dict(data.pop("triage", {}))
             stats = data.pop("feature_stats", None)
             return cls(
                 input_size=int(data.pop("input_size")),
@@ -191,6 +225,12 @@ def _problems(c: ModelContract) -> list[str]:
         out.append("triage thresholds must satisfy 0 <= low <= high <= 1")
     if t.top_k < 1:
         out.append("triage top_k must be >= 1")
+    if t.score_method not in SCORE_METHODS:
+        out.append(f"triage score_method {t.score_method!r} is not one of {list(SCORE_METHODS)}")
+    if t.smooth_cells < 1 or t.smooth_cells % 2 == 0:
+        out.append("triage smooth_cells must be odd and >= 1")
+    if t.score_method == "region_logistic" and len(t.weights) != 4:
+        out.append("triage region_logistic needs 4 weights")
     fs = c.feature_stats
     if fs is not None:
         k, dim = len(fs.variances), len(fs.mean)

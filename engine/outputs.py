@@ -138,6 +138,10 @@ def build_summary(
             "top_k": contract.triage.top_k,
             "high": contract.triage.high_threshold,
             "low": contract.triage.low_threshold,
+            "score_method": contract.triage.score_method,
+            "smooth_cells": contract.triage.smooth_cells,
+            "weights": list(contract.triage.weights),
+            "calibration": contract.triage.calibration,
         },
         "tiles": {
             "grid_cols": grid.t_cols,
@@ -151,7 +155,9 @@ def build_summary(
         },
         "score": v.score,
         "category": v.category,
+        "score_method": v.score_method,
         "tumour_area_mm2": v.tumour_area_mm2,
+        "largest_region_mm2": v.largest_region_mm2,
         "regions": len(regions),
         "heatmap_px_per_cell": heatmap_scale,
         "timings_s": {

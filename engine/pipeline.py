@@ -201,7 +201,9 @@ def analyse_slide(
         if progress:
             progress(done, len(t_cols))
     t_end = time.perf_counter()
-    verdict = judge(probs, contract.triage, cell_mm2=grid.cell_mm2(contract.mpp))
+    verdict = judge(
+        prob_grid(grid, t_cols, t_rows, probs), contract.triage, cell_mm2=grid.cell_mm2(contract.mpp)
+    )
     return SlideAnalysis(
         slide_info=slide.describe(),
         plan=plan,

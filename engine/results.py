@@ -66,11 +66,18 @@ class SavedAnalysis:
         """The triage thresholds the analysis was judged with."""
         t = self.summary.get("thresholds", {})
         default = TriagePolicy()
+        # Results written before slide-level triage have no score_method: their score was the
+        # top-k mean, and their thresholds belong to it.
+        method = str(t.get("score_method", "top_k_mean"))
         return TriagePolicy(
             tile_threshold=float(t.get("tile", default.tile_threshold)),
             top_k=int(t.get("top_k", default.top_k)),
             high_threshold=float(t.get("high", default.high_threshold)),
             low_threshold=float(t.get("low", default.low_threshold)),
+            score_method=method,
+            smooth_cells=int(t.get("smooth_cells", default.smooth_cells)),
+            weights=tuple(float(w) for w in t.get("weights", default.weights)),
+            calibration=str(t.get("calibration", "")),
         )
 
     @property

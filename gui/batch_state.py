@@ -29,6 +29,12 @@ class BatchRow:
         return None if value is None else float(value)
 
     @property
+    def largest_region_mm2(self) -> float | None:
+        """Area of the region that made the score (None before issue 16's summaries)."""
+        value = None if self.summary is None else self.summary.get("largest_region_mm2")
+        return None if value is None else float(value)
+
+    @property
     def category(self) -> str:
         return "" if self.summary is None else str(self.summary.get("category", ""))
 

@@ -31,13 +31,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.triage import explain_score
 from gui.batch_state import STATUS_ORDER, BatchRow, BatchState
 from gui.results_panel import CATEGORY_COLOURS
 
-COLUMNS = ("Slide", "Status", "Progress", "Score", "Category", "Model", "Message")
+COLUMNS = ("Slide", "Status", "Progress", "Score", "Category", "Region mm²", "Model", "Message")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 COL_PROGRESS = 2
 COL_SCORE = 3
+COL_REGION = 5
 Index = QModelIndex | QPersistentModelIndex
 
 
@@ -81,6 +83,8 @@ class BatchTableModel(QAbstractTableModel):
         if role == SORT_ROLE:
             return self._sort_value(row, col)
         if role == Qt.ItemDataRole.ToolTipRole:
+            if col == COL_SCORE and row.summary is not None:
+                return explain_score(row.summary.get("thresholds", {}))
             return row.error or str(row.job.path)
         if role == Qt.ItemDataRole.ForegroundRole:
             if col == 4 and row.category in CATEGORY_COLOURS:
@@ -101,7 +105,9 @@ class BatchTableModel(QAbstractTableModel):
             return "" if row.score is None else f"{row.score:.3f}"
         if col == 4:
             return row.category
-        if col == 5:
+        if col == COL_REGION:
+            return "" if row.largest_region_mm2 is None else f"{row.largest_region_mm2:.3f}"
+        if col == 6:
             return row.model_version
         return row.error
 
@@ -109,6 +115,8 @@ class BatchTableModel(QAbstractTableModel):
     def _sort_value(row: BatchRow, col: int) -> Any:
         if col == COL_SCORE:
             return -1.0 if row.score is None else row.score
+        if col == COL_REGION:
+            return -1.0 if row.largest_region_mm2 is None else row.largest_region_mm2
         if col == COL_PROGRESS:
             return row.fraction
         if col == 1:

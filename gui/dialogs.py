@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from engine import __version__
 from engine.model import Model
+from engine.triage import explain_score
 from gui.report import DISCLAIMER
 from gui.settings import Settings
 
@@ -103,8 +104,9 @@ def about_html(model: Model | None, model_error: str) -> str:
             ("Classes", ", ".join(c.classes)),
             (
                 "Triage",
-                f"score = mean of top {t.top_k} tiles; high ≥ {t.high_threshold}, "
-                f"intermediate ≥ {t.low_threshold}; tile threshold {t.tile_threshold}",
+                f"{explain_score({'score_method': t.score_method, 'top_k': t.top_k})}; "
+                f"high ≥ {t.high_threshold}, intermediate ≥ {t.low_threshold}; "
+                f"tile threshold {t.tile_threshold}",
             ),
         ]
         rows += [(str(k), card_value(v)) for k, v in c.info.items()]

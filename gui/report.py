@@ -18,6 +18,7 @@ from PySide6.QtGui import QImage, QPageLayout, QPageSize, QPdfWriter, QTextDocum
 
 from engine.outputs import write_bytes_atomic, write_text_atomic
 from engine.regions import Region
+from engine.triage import explain_score
 
 DISCLAIMER = (
     "Research and triage aid only, not a diagnosis. EquiTriage ranks lymph-node slides and "
@@ -82,9 +83,10 @@ td, th {{ padding: 1pt 6pt; text-align: left; vertical-align: top; }}
 <p class="verdict">Score {"n/a" if score is None else f"{float(score):.3f}"} &middot;
 {e(str(s.get("category", "")).upper())}</p>
 <p>{tiles.get("analysed", 0)} tissue tiles analysed, {tiles.get("positive", 0)} above the tile
-threshold {th.get("tile", "?")}; estimated tumour area {s.get("tumour_area_mm2", 0)} mm&sup2;.
+threshold {th.get("tile", "?")}; estimated tumour area {s.get("tumour_area_mm2", 0)} mm&sup2;
+(regions the score believes), largest region {s.get("largest_region_mm2", "n/a")} mm&sup2;.
 Categories: high &ge; {th.get("high", "?")}, intermediate &ge; {th.get("low", "?")}
-(score = mean of the top {th.get("top_k", "?")} tile probabilities).</p>
+({e(explain_score(th))}).</p>
 <table cellpadding="2" cellspacing="0"><tr>
 <td><img src="{image_src["thumbnail"]}" width="300"><br>Slide</td>
 <td><img src="{image_src["overlay"]}" width="300"><br>Heatmap (tumour probability 0 &rarr; 1)</td>

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.heatmap import colour_lut
+from engine.triage import explain_score
 from gui.state import OverlayState
 
 CATEGORY_COLOURS = {
@@ -187,11 +188,14 @@ class ResultsPanel(QWidget):
         )
         th = summary.get("thresholds", {})
         tiles = summary.get("tiles", {})
+        largest = summary.get("largest_region_mm2")
+        region = "" if largest is None else f", largest region {float(largest):g} mm²"
         self.details_label.setText(
             f"{tiles.get('analysed', 0)} tissue tiles, {tiles.get('positive', 0)} above "
-            f"{th.get('tile', 0.5):g}; est. tumour area {summary.get('tumour_area_mm2', 0):g} mm²\n"
+            f"{th.get('tile', 0.5):g}; est. tumour area {summary.get('tumour_area_mm2', 0):g} mm²"
+            f"{region}\n"
             f"Categories: high ≥ {th.get('high', '?')}, intermediate ≥ {th.get('low', '?')} "
-            f"(mean of top {th.get('top_k', '?')} tiles)"
+            f"({explain_score(th)})"
         )
         model = summary.get("model", {})
         made = str(summary.get("created", ""))[:19].replace("T", " ")

@@ -36,6 +36,16 @@ def test_model_card_names_the_shipped_version(shipped: Model) -> None:
     assert versions == {shipped.version}
 
 
+def test_shipped_contract_carries_the_calibrated_slide_policy(shipped: Model) -> None:
+    """The contract has its own slide-level policy (not the fallback) and the card reports it."""
+    t = shipped.contract.triage
+    assert t.score_method == "region_logistic"
+    assert "slide_triage.py --calibrate" in t.calibration and "default policy" not in t.calibration
+    assert 0 < t.low_threshold < t.high_threshold < 1
+    card = (ASSETS / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert f"**{t.low_threshold}**" in card and f"**{t.high_threshold}**" in card
+
+
 def test_shipped_model_on_real_patches(shipped: Model, shared_data: Path) -> None:
     """Exact 90-degree invariance and better than chance on 300 real PCam `valid` patches."""
     from training.data import read_zip

@@ -152,3 +152,29 @@ def test_the_installed_pyside6_keeps_its_references(qtbot: object) -> None:
     for _ in range(5000):
         timer.stop()
     assert sys.getrefcount(None) >= before - 100
+
+
+def test_report_and_batch_row_show_the_score_method_and_region() -> None:
+    from PIL import Image
+
+    from engine.triage import explain_score
+    from gui.batch_state import BatchRow
+    from gui.report import ReportData, report_html
+
+    new = {
+        "score": 0.91,
+        "category": "high suspicion",
+        "score_method": "region_logistic",
+        "tumour_area_mm2": 0.34,
+        "largest_region_mm2": 0.3,
+        "thresholds": {"tile": 0.5, "top_k": 10, "high": 0.73, "low": 0.1, "score_method": "region_logistic"},
+    }
+    old = {"score": 0.95, "category": "high suspicion", "thresholds": {"top_k": 10, "high": 0.9, "low": 0.5}}
+    assert "region" in explain_score(new["thresholds"])  # type: ignore[arg-type]
+    assert explain_score(old["thresholds"]) == "score = mean of the top 10 tile probabilities"  # type: ignore[arg-type]
+    data = ReportData("s", [], new, [], np.zeros((4, 4, 3), np.uint8), Image.new("RGB", (4, 4)))
+    page = report_html(data, {"thumbnail": "t", "overlay": "o"})
+    assert "largest region 0.3 mm" in page and "best suspicious region" in page
+    row = BatchRow(SlideJob(Path("s.svs"), "s"), status="done", summary=new)
+    assert row.largest_region_mm2 == 0.3
+    assert BatchRow(SlideJob(Path("s.svs"), "s"), status="done", summary=old).largest_region_mm2 is None
