@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     panel = window.results_panel
     done, total = panel.progress.value(), panel.progress.maximum()
     if finished and window.saved is not None:
-        done = total = int(window.saved.summary["tiles"]["analysed"])
+        done = total = window.saved.summary.tiles.analysed
     if not finished:
         window.cancel_analysis()
         run_loop(app, 30, lambda: window.analysis is None)

@@ -92,7 +92,7 @@ class BatchTableModel(QAbstractTableModel):
     @staticmethod
     def _text(row: BatchRow, col: int) -> str:
         if col == 0:
-            return row.job.name
+            return row.job.label
         if col == 1:
             return row.status
         if col == COL_PROGRESS:

@@ -105,7 +105,8 @@ def test_bundled_engine_analyses_the_demo_slide(bundle: Path, tmp_path: Path) ->
         [str(bundle / "equitriage-engine"), "analyse", str(demo), "--out", str(tmp_path / "out")], tmp_path
     )
     assert proc.returncode == 0, proc.stderr
-    summary = json.loads((tmp_path / "out" / "demo_slide" / "summary.json").read_text())
+    (folder,) = (tmp_path / "out").glob("demo_slide_*")
+    summary = json.loads((folder / "summary.json").read_text())
     assert summary["tiles"]["analysed"] > 100
     assert summary["model"]["path"].endswith("model.onnx")
     for name in ("tiles.csv", "heatmap.png", "overlay.png", "regions.geojson"):
