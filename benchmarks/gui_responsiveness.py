@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "cpus": os.cpu_count(),
     }
+
     def state() -> str:
         bar = window.results_panel.progress
         return f"analysing={window.analysis is not None} {bar.value()}/{bar.maximum()}"

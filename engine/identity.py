@@ -1,8 +1,8 @@
 """Which input a result belongs to, where its results live, and who may write them.
 
 - :func:`results_name` is the one name of an input's result folder, unique per input path:
-  the slide's name plus a short hash of its resolved path (``a/s.tiff`` and ``b/s.tiff`` never
-  share a folder).
+  the slide's name plus a short hash of its absolute path (``a/s.tiff`` and ``b/s.tiff`` never
+  share a folder; links are not followed, so two links to one file are two inputs).
 - :func:`input_identity` fingerprints the content (size, mtime and a hash of the first and last
   MiB of every file; a DICOM slide is the folder of its ``.dcm`` files), so a result is reused
   only for the very content it was made from.
@@ -34,6 +34,11 @@ DICOM_SUFFIX = ".dcm"
 _UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
 
 
+def _absolute(path: Path) -> Path:
+    """The absolute path as given, links not followed: two links to one file are two inputs."""
+    return Path(os.path.abspath(path))
+
+
 def _slide_stem(path: Path) -> str:
     return path.stem if path.suffix else path.name
 
@@ -46,13 +51,13 @@ def input_root(path: Path) -> Path:
 def display_name(path: Path) -> str:
     """The human name of an input: the file name without extension, or the DICOM folder's name."""
     root = input_root(path)
-    return root.resolve().name if root is not path else _slide_stem(path)
+    return _absolute(root).name if root is not path else _slide_stem(path)
 
 
 def results_name(path: Path) -> str:
-    """The result folder name of ``path``: ``<name>_<8 hex of the resolved path's sha256>``."""
+    """The result folder name of ``path``: ``<name>_<8 hex of the absolute path's sha256>``."""
     root = input_root(path)
-    key = str(root.resolve()).encode("utf-8", "surrogateescape")
+    key = str(_absolute(root)).encode("utf-8", "surrogateescape")
     safe = _UNSAFE.sub("_", display_name(path)).strip(". ") or "slide"
     return f"{safe[:80]}_{hashlib.sha256(key).hexdigest()[:8]}"
 
@@ -89,7 +94,7 @@ def input_identity(path: Path) -> InputIdentity:
     except OSError as exc:
         raise SlideNotFoundError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     return InputIdentity(
-        path=str(root.resolve()),
+        path=str(_absolute(root)),
         kind="file" if root is path else "dicom",
         fingerprint=digest.hexdigest(),
     )

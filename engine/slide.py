@@ -333,7 +333,7 @@ def _checked_mpp(mpp: float) -> float:
 
 
 def _unsupported_message(path: Path) -> str:
-    return f"{path.name}: not a slide OpenSlide or Pillow can read"
+    return f"{path.name}: not a slide OpenSlide or Pillow can read (damaged, cut short, or another format)"
 
 
 def _open_plain_image(path: Path) -> ArraySlide:

@@ -39,7 +39,7 @@ def test_every_output_is_written(tmp_path: Path, tissue_slide: ArraySlide, model
     heat_rgb = np.asarray(heat.convert("RGB"))
     # A cell the model scored is coloured from the colour map; a cell without a tile is not.
     r0, c0 = int(analysis.plan.t_rows[0]), int(analysis.plan.t_cols[0])
-    expected = colour_lut()[int(round(float(analysis.probs[0]) * 255))]
+    expected = colour_lut()[round(float(analysis.probs[0]) * 255)]
     assert tuple(heat_rgb[r0 * scale, c0 * scale]) == pytest.approx(tuple(expected), abs=2)
     overlay = Image.open(folder / "overlay.png")
     assert overlay.width >= analysis.plan.thumbnail.shape[1]
