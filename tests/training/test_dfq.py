@@ -119,7 +119,9 @@ def _float32_tolerance(model: MobileNetV2, x: torch.Tensor) -> float:
     """
     peaks: list[float] = []
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
-    hooks = [m.register_forward_hook(lambda _m, _i, out: peaks.append(float(out.abs().max()))) for m in layers]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: peaks.append(float(out.abs().max()))) for m in layers
+    ]
     try:
         _logits(model, x)
     finally:
@@ -140,7 +142,9 @@ def test_rot90_invariance_survives_cle_and_hba(equivariant: MobileNetV2, x: torc
     assert _rot90_error(folded, x, k) < _float32_tolerance(folded, x)
 
 
-def test_the_float32_tolerance_still_catches_a_broken_symmetry(equivariant: MobileNetV2, x: torch.Tensor) -> None:
+def test_the_float32_tolerance_still_catches_a_broken_symmetry(
+    equivariant: MobileNetV2, x: torch.Tensor
+) -> None:
     folded, stats = _equalized(equivariant)
     dfq.absorb_high_bias(folded, stats)
     tolerance = _float32_tolerance(folded, x)
