@@ -302,3 +302,14 @@ def test_exit_codes_for_nothing_to_analyse(model_path: Path, tmp_path: Path) -> 
         assert proc.returncode == 4, proc.stderr
         errors = [line for line in proc.stderr.splitlines() if "error:" in line]
         assert len(errors) == 1 and fragment in errors[0]
+
+
+def test_the_public_api_is_exported() -> None:
+    code = (
+        "import sys, engine\n"
+        "assert 'engine.model' not in sys.modules  # importing engine stays light\n"
+        "from engine import Model, SlideSummary, analyse_slide, open_slide, results_name, run_batch\n"
+        "print(Model.__module__, analyse_slide.__module__, open_slide.__module__, run_batch.__module__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["engine.model", "engine.pipeline", "engine.slide", "engine.batch"]
