@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -338,9 +339,13 @@ def _unsupported_message(path: Path) -> str:
 
 def _open_plain_image(path: Path) -> ArraySlide:
     try:
-        with Image.open(path) as img:
-            dpi = img.info.get("dpi")
-            pixels = np.asarray(img.convert("RGB"))
+        # Pillow warns about damaged metadata (e.g. of a cut-short TIFF) on stderr; what matters
+        # is whether the pixels can be read, which the error below says in one line.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                dpi = img.info.get("dpi")
+                pixels = np.asarray(img.convert("RGB"))
     except Image.DecompressionBombError as exc:
         raise UnsupportedSlideError(
             f"{path.name}: too large to read as a plain image", Remedy.CONVERT_TO_PYRAMID
