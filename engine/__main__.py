@@ -1,16 +1,20 @@
 """``python -m engine``."""
 
 import signal
+import sys
+
+# Signals that come while Python imports the command line are kept and handled by it (exit
+# 130/143), never raised in the middle of an import.
+_pending: list[int] = []
 
 
-def _early_exit(signum: int, frame: object) -> None:
-    """A signal before the command line has set up its own handling: nothing is open yet."""
-    raise SystemExit(128 + signum)
+def _keep(signum: int, frame: object) -> None:
+    _pending.append(signum)
 
 
-signal.signal(signal.SIGINT, _early_exit)
-signal.signal(signal.SIGTERM, _early_exit)
+signal.signal(signal.SIGINT, _keep)
+signal.signal(signal.SIGTERM, _keep)
 
 from engine.cli import main  # noqa: E402 - the handlers come first
 
-raise SystemExit(main())
+sys.exit(main(pending_signals=_pending))

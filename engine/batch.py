@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import EquiTriageError, OutputError, Remedy, SlideNotFoundError, SlideReadError, phrase
+from engine.errors import (
+    CancelledError,
+    EquiTriageError,
+    OutputError,
+    Remedy,
+    SlideNotFoundError,
+    SlideReadError,
+    phrase,
+)
 from engine.identity import ResultLock, ResultLockedError, display_name, input_identity, results_name
 from engine.model import Model
 from engine.outputs import read_summary, write_results, write_text_atomic
@@ -203,6 +211,8 @@ def run_batch(
     """
     outcomes: list[SlideOutcome] = []
     for job in jobs:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("batch cancelled")
         if on_start:
             on_start(job)
         outcome = _one(job, out_dir, model, params, mpp, progress, cancel, default_mpp, resume)

@@ -136,16 +136,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, pending_signals: list[int] | None = None) -> int:
+    """Run the command line; ``pending_signals`` are signals caught before it started."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.quiet, args.verbose)
     if hasattr(args, "min_tissue") and not 0 <= args.min_tissue <= 1:
         parser.error("--min-tissue must be between 0 and 1")
-    signals = _Signals()
+    signals = _Signals(pending_signals)
     try:
         with signals:
             code: int = args.func(args, signals)
+            signals.check()
         return code
     except (KeyboardInterrupt, CancelledError):
         _error("interrupted; finished slides are kept, re-run the same command to resume")
@@ -161,23 +163,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 class _Signals:
     """SIGINT and SIGTERM, handled so that an interrupted run always ends cleanly.
 
-    While a run is under way (``cancel_phase``) a signal only sets ``cancel``: the pipeline stops
-    its readers, joins them and closes the slide before raising CancelledError, and a result
-    being written is finished. Elsewhere a signal raises KeyboardInterrupt at once (nothing is
-    open). Either way the exit status is 128 + the signal number.
+    A signal never raises: it only records itself and sets ``cancel``. The pipeline stops its
+    readers, joins them and closes the slide before raising CancelledError, a result being
+    written is finished, and the batch stops before the next slide. (Raising at an arbitrary
+    moment could land inside an import or a C extension, or while a slide is open.) Whatever
+    the command was doing, it then ends with 128 + the signal number.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pending: list[int] | None = None) -> None:
         self.cancel = threading.Event()
         self.received: int | None = None
-        self._in_run = False
+        self._pending = pending if pending is not None else []
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: object) -> None:
         self.received = self.received or signum
         self.cancel.set()
-        if not self._in_run:
-            raise KeyboardInterrupt
 
     def __enter__(self) -> _Signals:
         if threading.current_thread() is threading.main_thread():
@@ -186,6 +187,8 @@ class _Signals:
             # A file-size limit must give an error (EFBIG), not kill the process.
             if hasattr(signal, "SIGXFSZ"):
                 self._previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        if self._pending:  # arrived while Python was starting (see engine/__main__.py)
+            self._handle(self._pending[0], None)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -193,10 +196,9 @@ class _Signals:
             signal.signal(signum, handler)
         self._previous.clear()
 
-    def run_phase(self, on: bool) -> None:
-        """Enter (True) or leave the phase where a signal only sets ``cancel``."""
-        self._in_run = on
-        if not on and self.cancel.is_set():
+    def check(self) -> None:
+        """Raise CancelledError if a signal has come."""
+        if self.cancel.is_set():
             raise CancelledError("interrupted")
 
 
@@ -246,7 +248,7 @@ def _run(args: argparse.Namespace, jobs: list[Any], resume: bool, signals: _Sign
             log.warning("%s", outcome.message(remedies))
 
     cancel = signals.cancel
-    signals.run_phase(True)
+    signals.check()
     try:
         outcomes = run_batch(
             jobs,
@@ -263,7 +265,6 @@ def _run(args: argparse.Namespace, jobs: list[Any], resume: bool, signals: _Sign
         )
     finally:
         bar.close()
-        signals.run_phase(False)
     _out(_table(ranked(outcomes), remedies))
     failed = sum(o.status == "failed" for o in outcomes)
     _out(
