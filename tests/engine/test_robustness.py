@@ -22,6 +22,7 @@ import pytest
 
 from engine.cli import main
 from engine.identity import ResultLock, ResultLockedError, results_name
+from engine.model import Model
 from tests.conftest import REPO
 from tests.engine.test_cli import read_rows, result_dir, run_cli
 from tests.slide_files import write_pyramid_tiff
@@ -316,3 +317,24 @@ def test_the_public_api_is_exported() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert proc.stdout.split() == ["engine.model", "engine.pipeline", "engine.slide", "engine.batch"]
+
+
+def test_a_broken_openslide_handle_fails_its_slide_only(
+    shared_data: Path, model: Model, tmp_path: Path
+) -> None:
+    from engine.batch import job_for, run_batch
+    from engine.errors import SlideReadError
+    from engine.pipeline import AnalysisParams
+    from engine.slide import open_slide
+
+    bogus = shared_data / "broken" / "unreadable_bogus_jpeg.svs"
+    with open_slide(bogus) as slide:
+        for _ in range(2):  # the second read fails at once, with the first error, not a crash
+            with pytest.raises(SlideReadError, match="Bogus marker length"):
+                slide.read_region((0, 0), 0, (8, 8))
+    with pytest.raises(SlideReadError, match="closed"):
+        slide.read_region((0, 0), 0, (8, 8))
+    good = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    outcomes = run_batch([job_for(bogus), job_for(good)], tmp_path, model, AnalysisParams(), mpp=6.0)
+    assert [o.status for o in outcomes] == ["failed", "ok"]
+    assert "the file is damaged" in outcomes[0].error
