@@ -260,7 +260,7 @@ class MainWindow(QMainWindow):
         self.viewer.setFocus()
         self.statusBar().showMessage(f"Opened {opened.path}", 5000)
         if opened.saved_error:
-            self.report_error("Saved results unreadable", opened.saved_error)
+            self.report_error("Saved results not shown", opened.saved_error)
         self.show_saved(opened.saved)
 
     def _close_current(self) -> None:

@@ -170,3 +170,20 @@ def test_results_of_a_slide_no_longer_open_are_dropped(
     qtbot.waitUntil(lambda: window.analysis is None, timeout=WAIT_MS)
     assert window.opened is not None and window.opened.path == other
     assert window.overlay.grid is None
+
+
+def test_a_changed_file_does_not_show_the_old_result(
+    qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path
+) -> None:
+    import os
+    import shutil
+
+    copy = tmp_path / "slide.svs"
+    shutil.copyfile(cmu, copy)
+    open_slide_and_wait(qtbot, window, copy)
+    analyse_and_wait(qtbot, window)
+    window.close_slide()
+    os.utime(copy, ns=(1, 1))  # another version of the file at the same path
+    open_slide_and_wait(qtbot, window, copy)
+    assert window.saved is None and window.overlay.grid is None
+    assert any("another version of this file" in e for e in window.errors)
