@@ -110,7 +110,7 @@ def test_bundled_engine_analyses_the_demo_slide(bundle: Path, tmp_path: Path) ->
     assert summary["tiles"]["analysed"] > 100
     assert summary["model"]["path"].endswith("model.onnx")
     for name in ("tiles.csv", "heatmap.png", "overlay.png", "regions.geojson"):
-        assert (tmp_path / "out" / "demo_slide" / name).stat().st_size > 0
+        assert (folder / name).stat().st_size > 0
     # It wrote nowhere else: the output folder, and nothing of its own in HOME.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "out"]
     assert written_to_home(tmp_path) <= ALLOWED_IN_HOME - {".config", ".config/EquiTriage"}

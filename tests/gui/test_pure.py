@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from engine.batch import SlideJob, SlideOutcome
+from engine.summary import SlideSummary
 from engine.tiling import TileGrid
 from gui.batch_state import BatchState
 from gui.scale_bar import format_length, format_magnification, magnification, nice_length_um, scale_bar
@@ -131,9 +132,34 @@ def test_batch_state(tmp_path: Path) -> None:
     state.started(jobs[0])
     state.progress(jobs[0], 5, 10)
     assert state.rows[0].fraction == 0.5
-    state.finished(SlideOutcome(jobs[0], "ok", {"score": 0.7, "category": "intermediate"}))
+    summary = SlideSummary.from_json(
+        {
+            "status": "ok",
+            "format_version": 2,
+            "input": None,
+            "model": {"version": "v1", "sha256": "0" * 64, "input_px": 95, "mpp": 0.972},
+            "parameters": {"stride_px": 95},
+            "tiles": dict.fromkeys(
+                (
+                    "grid_cols",
+                    "grid_rows",
+                    "grid_total",
+                    "tissue",
+                    "analysed",
+                    "positive",
+                    "l0_tile_px",
+                    "l0_stride_px",
+                ),
+                1,
+            ),
+            "score": 0.7,
+            "category": "intermediate",
+        }
+    )
+    state.finished(SlideOutcome(jobs[0], "ok", summary))
     state.finished(SlideOutcome(jobs[1], "failed", error="broken"))
     assert state.rows[0].score == 0.7 and state.rows[1].error == "broken"
+    assert state.rows[0].category == "intermediate" and state.rows[0].model_version == "v1"
     assert state.counts() == (2, 2)
 
 
