@@ -127,8 +127,10 @@ class ResultLock:
         self._held = False
 
     def acquire(self) -> None:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+        try:  # the output folder itself must exist: if it was removed mid-run, say so
+            self.folder.mkdir(exist_ok=True)
+        except FileNotFoundError as exc:
+            raise OutputError(f"cannot write {self.folder}: the output folder was removed") from exc
         except OSError as exc:
             raise OutputError(f"cannot create {self.folder} ({exc.strerror or exc})") from exc
         for _ in range(3):

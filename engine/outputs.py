@@ -56,8 +56,8 @@ def output_error(path: Path, exc: OSError) -> OutputError:
         return OutputError(
             f"cannot write {path}: no space left (or file size limit reached)", Remedy.FREE_DISK_SPACE
         )
-    if exc.errno == errno.ENOENT and not path.parent.exists():
-        return OutputError(f"cannot write {path}: its folder was removed while writing")
+    if exc.errno == errno.ENOENT:
+        return OutputError(f"cannot write {path}: the output folder was removed")
     return OutputError(f"cannot write {path} ({exc.strerror or exc})")
 
 
@@ -101,9 +101,10 @@ def save_image_atomic(path: Path, image: Image.Image) -> None:
 
 
 def prepare_dir(folder: Path) -> None:
-    """Create ``folder``, drop an old completion mark and stale temporary files."""
+    """Create ``folder`` (in an output folder that exists), drop an old completion mark and
+    stale temporary files."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(exist_ok=True)
         (folder / SUMMARY).unlink(missing_ok=True)
         for stale in folder.glob(".*.tmp-*"):
             stale.unlink(missing_ok=True)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QRunnable, Signal
@@ -69,6 +71,7 @@ class AnalysisWorker(QRunnable):
             s.failed.emit(r.token, app_message(exc))
             self.done.set()
             return
+        emit: Callable[[], None]
         try:
             with open_slide(r.path, mpp=r.mpp) as slide:
                 mpp = slide.require_mpp()
@@ -87,16 +90,18 @@ class AnalysisWorker(QRunnable):
             if self.cancel.is_set():
                 raise CancelledError("analysis cancelled")
             summary = write_results(r.results_dir, analysis, r.model, r.params, identity)
+            emit = partial(s.finished.emit, r.token, summary)
         except CancelledError:
-            s.cancelled.emit(r.token)
+            emit = partial(s.cancelled.emit, r.token)
         except Exception as exc:
             if not isinstance(exc, EquiTriageError):
                 log.exception("analysis of %s failed", r.path)
-            s.failed.emit(r.token, app_message(exc))
-        else:
-            s.finished.emit(r.token, summary)
+            emit = partial(s.failed.emit, r.token, app_message(exc))
         finally:
-            lock.release()
+            lock.release()  # before anyone hears the analysis is over
+        try:
+            emit()
+        finally:
             self.done.set()
 
 

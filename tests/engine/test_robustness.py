@@ -338,3 +338,23 @@ def test_a_broken_openslide_handle_fails_its_slide_only(
     outcomes = run_batch([job_for(bogus), job_for(good)], tmp_path, model, AnalysisParams(), mpp=6.0)
     assert [o.status for o in outcomes] == ["failed", "ok"]
     assert "the file is damaged" in outcomes[0].error
+
+
+def test_an_output_folder_removed_mid_run_is_one_clear_error(
+    shared_data: Path, model: Model, tmp_path: Path
+) -> None:
+    from engine.batch import job_for, run_batch
+    from engine.errors import OutputError
+    from engine.pipeline import AnalysisParams
+
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def remove_output(done: int, total: int) -> None:
+        if done and out.exists():
+            shutil.rmtree(out)
+
+    job = job_for(shared_data / "slides" / "CMU-1-Small-Region.svs")
+    with pytest.raises(OutputError, match="the output folder was removed"):
+        run_batch([job, job], out, model, AnalysisParams(), progress=remove_output)
+    assert not out.exists()  # nothing recreated, nothing that looks complete
