@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "cpus": os.cpu_count(),
     }
+
     def state() -> str:
         bar = window.results_panel.progress
         return f"analysing={window.analysis is not None} {bar.value()}/{bar.maximum()}"
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     panel = window.results_panel
     done, total = panel.progress.value(), panel.progress.maximum()
     if finished and window.saved is not None:
-        done = total = int(window.saved.summary["tiles"]["analysed"])
+        done = total = window.saved.summary.tiles.analysed
     if not finished:
         window.cancel_analysis()
         run_loop(app, 30, lambda: window.analysis is None)

@@ -1,9 +1,39 @@
 """EquiTriage engine: find likely breast-cancer metastases in whole-slide images, offline.
 
 The public API is small: :func:`open_slide`, :class:`Model`, :func:`analyse_slide` and
-:func:`run_batch`. Nothing here imports torch, e2cnn or Qt.
+:func:`run_batch`, plus :func:`results_name` (the result folder of an input) and
+:class:`SlideSummary` (a finished analysis). They are imported on first use, so ``import engine``
+stays light. Nothing here imports torch, e2cnn or Qt.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "open_slide": "engine.slide",
+    "Model": "engine.model",
+    "analyse_slide": "engine.pipeline",
+    "run_batch": "engine.batch",
+    "results_name": "engine.identity",
+    "SlideSummary": "engine.summary",
+}
+__all__ = ["Model", "SlideSummary", "__version__", "analyse_slide", "open_slide", "results_name", "run_batch"]
+
+if TYPE_CHECKING:
+    from engine.batch import run_batch
+    from engine.identity import results_name
+    from engine.model import Model
+    from engine.pipeline import analyse_slide
+    from engine.slide import open_slide
+    from engine.summary import SlideSummary
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -11,11 +11,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import EquiTriageError, Remedy, SlideNotFoundError, phrase
+from engine.errors import (
+    CancelledError,
+    EquiTriageError,
+    OutputError,
+    Remedy,
+    SlideNotFoundError,
+    SlideReadError,
+    phrase,
+)
+from engine.identity import ResultLock, ResultLockedError, display_name, input_identity, results_name
 from engine.model import Model
 from engine.outputs import read_summary, write_results, write_text_atomic
 from engine.pipeline import AnalysisParams, BatchFn, ProgressFn, analyse_slide
-from engine.slide import open_slide, slide_name
+from engine.slide import open_slide
+from engine.summary import InputIdentity, SlideSummary
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +53,20 @@ SLIDE_SUFFIXES = frozenset(
 
 @dataclass(frozen=True)
 class SlideJob:
-    """A slide to analyse and the name of its result folder."""
+    """A slide to analyse and the name of its result folder (:func:`job_for`)."""
 
     path: Path
     name: str
+
+    @property
+    def label(self) -> str:
+        """The slide's human name (file name without extension, or the DICOM folder's name)."""
+        return display_name(self.path)
+
+
+def job_for(path: Path) -> SlideJob:
+    """The job of one input: its result folder is named by :func:`engine.identity.results_name`."""
+    return SlideJob(path, results_name(path))
 
 
 @dataclass(frozen=True)
@@ -55,7 +75,7 @@ class SlideOutcome:
 
     job: SlideJob
     status: str  # "ok", "cached" or "failed"
-    summary: dict[str, Any] | None = None
+    summary: SlideSummary | None = None
     error: str = ""  # what went wrong, without advice
     remedy: Remedy | None = None
 
@@ -65,7 +85,7 @@ class SlideOutcome:
 
     @property
     def score(self) -> float | None:
-        return None if self.summary is None else self.summary.get("score")
+        return None if self.summary is None else self.summary.score
 
     def message(self, remedies: Mapping[Remedy, str] | None = None) -> str:
         """The error and its remedy in one line, worded from ``remedies`` (a front end's table)."""
@@ -73,61 +93,57 @@ class SlideOutcome:
 
 
 def discover_slides(folder: Path, recursive: bool = False, exclude: Path | None = None) -> list[SlideJob]:
-    """Slides in ``folder`` (sorted), skipping anything under ``exclude`` (the output folder)."""
+    """Slides in ``folder`` (sorted), skipping anything under ``exclude`` (the output folder).
+
+    A folder of ``.dcm`` files is one slide. Each job's result folder is :func:`job_for`'s.
+    """
     if not folder.exists():
         raise SlideNotFoundError(f"{folder}: no such folder")
     if not folder.is_dir():
         raise SlideNotFoundError(f"{folder}: is a file, not a folder of slides", Remedy.USE_FOLDER)
     pattern = "**/*" if recursive else "*"
     excluded = exclude.resolve() if exclude else None
-    files = sorted(
-        p
-        for p in folder.glob(pattern)
-        if p.is_file()
-        and p.suffix.lower() in SLIDE_SUFFIXES
-        and not p.name.startswith(".")
-        and not (excluded and p.resolve().is_relative_to(excluded))
-    )
+    try:
+        candidates = sorted(folder.glob(pattern))
+    except OSError as exc:  # e.g. a symlink loop deep in a recursive walk
+        raise SlideNotFoundError(f"{folder}: cannot be listed ({exc.strerror or exc})") from exc
     jobs: list[SlideJob] = []
     dicom_dirs: set[Path] = set()
-    for path in files:
-        rel = path.relative_to(folder)
-        if path.suffix.lower() == ".dcm":
+    for path in candidates:
+        if path.suffix.lower() not in SLIDE_SUFFIXES or path.name.startswith("."):
+            continue
+        if excluded and _resolves_under(path, excluded):
+            continue
+        if path.suffix.lower() == ".dcm" and path.is_file():
             if path.parent in dicom_dirs:
                 continue
             dicom_dirs.add(path.parent)
-            parts = rel.parent.parts or (folder.resolve().name,)
-        else:
-            parts = (*rel.parent.parts, slide_name(path))
-        jobs.append(SlideJob(path, "__".join(parts)))
-    return _unique_names(jobs)
+        jobs.append(job_for(path))  # a folder named x.svs or a dangling link fails as that slide
+    return jobs
 
 
-def _unique_names(jobs: list[SlideJob]) -> list[SlideJob]:
-    seen: dict[str, int] = {}
-    for job in jobs:
-        seen[job.name] = seen.get(job.name, 0) + 1
-    return [
-        SlideJob(j.path, f"{j.name}{j.path.suffix.lower().replace('.', '_')}") if seen[j.name] > 1 else j
-        for j in jobs
-    ]
+def _resolves_under(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder)
+    except (OSError, RuntimeError):  # a symlink loop: not ours to exclude, it fails as a slide
+        return False
 
 
 def is_finished(
-    summary: dict[str, Any] | None,
+    summary: SlideSummary | None,
+    identity: InputIdentity,
     model: Model,
     params: AnalysisParams,
     mpp: float | None,
     default_mpp: float | None = None,
 ) -> bool:
-    """Whether a stored analysis was made by this model with these parameters and µm/px."""
-    if summary is None:
+    """Whether a stored analysis is of exactly this input, by this model, with these parameters."""
+    if summary is None or summary.input != identity:
         return False
-    same_model = summary.get("model", {}).get("sha256") == model.sha256
-    stored = summary.get("parameters", {})
+    same_model = summary.model.sha256 == model.sha256
     wanted = params.as_dict(model.contract.input_size)
-    same_params = all(stored.get(k) == v for k, v in wanted.items())
-    return same_model and same_params and _same_mpp(summary.get("slide", {}), mpp, default_mpp)
+    same_params = all(summary.parameters.get(k) == v for k, v in wanted.items())
+    return same_model and same_params and _same_mpp(summary.slide, mpp, default_mpp)
 
 
 def _same_mpp(slide: dict[str, Any], mpp: float | None, default_mpp: float | None) -> bool:
@@ -140,10 +156,7 @@ def _same_mpp(slide: dict[str, Any], mpp: float | None, default_mpp: float | Non
         return bool(used == mpp)
     if default_mpp is None:
         return True
-    if "file_mpp" in slide:
-        file_mpp = slide["file_mpp"]
-    else:  # summaries written before file_mpp was recorded: "user" means an override hid it
-        file_mpp = slide.get("mpp") if slide.get("mpp_source") != "user" else None
+    file_mpp = slide.get("file_mpp")
     return bool(used == (file_mpp if file_mpp is not None else default_mpp))
 
 
@@ -157,15 +170,22 @@ def analyse_file(
     on_batch: BatchFn | None = None,
     cancel: threading.Event | None = None,
     default_mpp: float | None = None,
-) -> dict[str, Any]:
+    identity: InputIdentity | None = None,
+) -> SlideSummary:
     """Open, analyse and write one slide; return its summary. Raises EquiTriageError.
 
     ``mpp`` overrides the slide's µm/px; ``default_mpp`` is used only if the slide records none.
+    The result folder is locked (:class:`ResultLock`) from the start of the analysis to the end
+    of writing, so another process never writes it at the same time.
     """
-    with open_slide(job.path, mpp=mpp, default_mpp=default_mpp) as slide:
-        analysis = analyse_slide(slide, model, params, progress, on_batch, cancel)
-    summary = write_results(out_dir / job.name, analysis, model, params)
-    log.info("%s: score %s, %s", job.name, summary["score"], summary["category"])
+    identity = identity or input_identity(job.path)
+    with ResultLock(out_dir / job.name):
+        with open_slide(job.path, mpp=mpp, default_mpp=default_mpp) as slide:
+            analysis = analyse_slide(slide, model, params, progress, on_batch, cancel)
+        if identity != input_identity(job.path):
+            raise SlideReadError(f"{job.path}: changed while it was analysed", Remedy.ANALYSE_AGAIN)
+        summary = write_results(out_dir / job.name, analysis, model, params, identity)
+    log.info("%s: score %s, %s", job.name, summary.score, summary.category)
     return summary
 
 
@@ -180,34 +200,95 @@ def run_batch(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     default_mpp: float | None = None,
+    resume: bool = True,
 ) -> list[SlideOutcome]:
-    """Analyse each job in turn, skipping finished ones; ``summary.csv`` is rewritten after each.
+    """Analyse each job in turn; ``summary.csv`` is rebuilt from the folder after each.
 
-    A slide that fails becomes a ``failed`` outcome (logged at debug level: the caller words it).
+    With ``resume`` a stored result is reused only if it is of exactly this input (path and
+    content fingerprint), model, parameters and µm/px; without it every slide is analysed again
+    (its old result stays until the new one is written). A slide that fails becomes a ``failed``
+    outcome (logged at debug level: the caller words it); a cancel (``cancel`` set) raises.
     """
     outcomes: list[SlideOutcome] = []
     for job in jobs:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("batch cancelled")
         if on_start:
             on_start(job)
-        stored = read_summary(out_dir / job.name)
-        if is_finished(stored, model, params, mpp, default_mpp):
-            outcome = SlideOutcome(job, "cached", stored)
-        else:
-            try:
-                summary = analyse_file(
-                    job, out_dir, model, params, mpp, progress, cancel=cancel, default_mpp=default_mpp
-                )
-                outcome = SlideOutcome(job, "ok", summary)
-            except EquiTriageError as exc:
-                if cancel is not None and cancel.is_set():
-                    raise
-                log.debug("%s failed: %s", job.name, exc)
-                outcome = SlideOutcome.failed(job, exc)
+        outcome = _one(job, out_dir, model, params, mpp, progress, cancel, default_mpp, resume)
         outcomes.append(outcome)
-        write_text_atomic(out_dir / BATCH_SUMMARY, summary_csv(outcomes))
+        write_batch_summary(out_dir, outcomes)
         if on_done:
             on_done(outcome)
     return outcomes
+
+
+def _one(
+    job: SlideJob,
+    out_dir: Path,
+    model: Model,
+    params: AnalysisParams,
+    mpp: float | None,
+    progress: ProgressFn | None,
+    cancel: threading.Event | None,
+    default_mpp: float | None,
+    resume: bool,
+) -> SlideOutcome:
+    try:
+        identity = input_identity(job.path)
+        if resume:
+            stored = read_summary(out_dir / job.name)
+            if is_finished(stored, identity, model, params, mpp, default_mpp):
+                return SlideOutcome(job, "cached", stored)
+        summary = analyse_file(
+            job, out_dir, model, params, mpp, progress, None, cancel, default_mpp, identity
+        )
+        return SlideOutcome(job, "ok", summary)
+    except EquiTriageError as exc:
+        if cancel is not None and cancel.is_set():
+            raise
+        if isinstance(exc, OutputError) and not isinstance(exc, ResultLockedError):
+            raise  # the output folder itself is broken: no later slide can be written either
+        log.debug("%s failed: %s", job.name, exc)
+        return SlideOutcome.failed(job, exc)
+
+
+def finished_in(out_dir: Path) -> list[tuple[str, SlideSummary]]:
+    """Every finished analysis in ``out_dir`` (one level down), as (folder name, summary)."""
+    found: list[tuple[str, SlideSummary]] = []
+    try:
+        folders = sorted(p for p in out_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return found
+    for folder in folders:
+        summary = read_summary(folder)
+        if summary is not None:
+            found.append((folder.name, summary))
+    return found
+
+
+def folder_view(out_dir: Path, outcomes: Iterable[SlideOutcome] = ()) -> list[SlideOutcome]:
+    """The whole output folder as outcomes: every finished result there, plus this run's failures.
+
+    A failure of this run hides an older result of the same slide (it no longer stands).
+    """
+    failed = {o.job.name: o for o in outcomes if o.status == "failed"}
+    current = {o.job.name: o for o in outcomes if o.status != "failed"}
+    view: list[SlideOutcome] = list(failed.values())
+    for name, summary in finished_in(out_dir):
+        if name in failed:
+            continue
+        if name in current:
+            view.append(SlideOutcome(current[name].job, current[name].status, summary))
+            continue
+        path = Path(summary.input.path) if summary.input is not None else Path(name)
+        view.append(SlideOutcome(SlideJob(path, name), "saved", summary))
+    return view
+
+
+def write_batch_summary(out_dir: Path, outcomes: Iterable[SlideOutcome] = ()) -> None:
+    """Rebuild ``summary.csv`` from every finished result in ``out_dir`` (atomically)."""
+    write_text_atomic(out_dir / BATCH_SUMMARY, summary_csv(folder_view(out_dir, outcomes)))
 
 
 def ranked(outcomes: Iterable[SlideOutcome]) -> list[SlideOutcome]:
@@ -229,27 +310,29 @@ def summary_csv(outcomes: Iterable[SlideOutcome]) -> str:
             "tiles_analysed",
             "model_version",
             "error",
+            "folder",
             "path",
             "score_method",
             "largest_region_mm2",
         ]
     )
     for rank, o in enumerate(ranked(outcomes), start=1):
-        s = o.summary or {}
+        s = o.summary
         writer.writerow(
             [
                 rank,
-                o.job.name,
+                o.job.label,
                 o.status,
-                "" if s.get("score") is None else s["score"],
-                s.get("category", ""),
-                s.get("tumour_area_mm2", ""),
-                s.get("tiles", {}).get("analysed", ""),
-                s.get("model", {}).get("version", ""),
+                "" if s is None or s.score is None else s.score,
+                "" if s is None else s.category,
+                "" if s is None else s.verdict.tumour_area_mm2,
+                "" if s is None else s.tiles.analysed,
+                "" if s is None else s.model.version,
                 o.message(),
+                o.job.name,
                 str(o.job.path),
-                s.get("score_method", ""),
-                s.get("largest_region_mm2", ""),
+                "" if s is None else s.verdict.score_method,
+                "" if s is None or s.verdict.largest_region_mm2 is None else s.verdict.largest_region_mm2,
             ]
         )
     return buf.getvalue()

@@ -1,7 +1,10 @@
 """``equitriage-engine`` / ``python -m engine``: triage slides from the command line.
 
-Exit codes: 0 all good; 1 at least one slide failed; 2 usage error; 3 cannot start (model or
-output folder); 130 interrupted (re-run the same command to resume).
+Exit codes: 0 all good; 1 at least one slide failed (or ``info`` could not read its slide); 2 usage
+error; 3 cannot start or go on (model, or output folder unusable, full or removed); 4 nothing to
+analyse (the batch folder is missing, not a folder, or holds no slides); 130 interrupted by
+SIGINT (Ctrl-C), 143 by SIGTERM: the slide in progress is abandoned, finished ones are kept, and
+the same command resumes.
 """
 
 from __future__ import annotations
@@ -9,17 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from engine import __version__
-from engine.errors import EquiTriageError, OutputError, Remedy
+from engine.errors import CancelledError, EquiTriageError, OutputError, Remedy
 
 log = logging.getLogger("engine.cli")
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_START, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_START, EXIT_NOTHING = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM  # 130, 143
 
 # What to do, in this command line's words; remedies not named here keep the engine's wording.
 CLI_REMEDIES: dict[Remedy, str] = {
@@ -53,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="equitriage-engine",
         description="Find likely breast-cancer metastases in lymph-node slides, offline.",
-        epilog="Exit codes: 0 ok, 1 a slide failed, 2 usage, 3 cannot start, 130 interrupted.",
+        epilog=(
+            "Exit codes: 0 ok, 1 a slide failed, 2 usage, 3 cannot start (model, output folder), "
+            "4 no slides to analyse, 130 interrupted (SIGINT), 143 terminated (SIGTERM)."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -127,24 +136,70 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, pending_signals: list[int] | None = None) -> int:
+    """Run the command line; ``pending_signals`` are signals caught before it started."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.quiet, args.verbose)
     if hasattr(args, "min_tissue") and not 0 <= args.min_tissue <= 1:
         parser.error("--min-tissue must be between 0 and 1")
+    signals = _Signals(pending_signals)
     try:
-        code: int = args.func(args)
+        with signals:
+            code: int = args.func(args, signals)
+            signals.check()
         return code
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, CancelledError):
         _error("interrupted; finished slides are kept, re-run the same command to resume")
-        return EXIT_INTERRUPTED
+        return 128 + (signals.received or signal.SIGINT)
     except OutputError as exc:
         _error(exc.message(remedies_for(args.command)))
         return EXIT_START
     except EquiTriageError as exc:
         _error(exc.message(remedies_for(args.command)))
         return EXIT_START if args.command in ("analyse", "analyze", "batch", "model") else EXIT_FAILED
+
+
+class _Signals:
+    """SIGINT and SIGTERM, handled so that an interrupted run always ends cleanly.
+
+    A signal never raises: it only records itself and sets ``cancel``. The pipeline stops its
+    readers, joins them and closes the slide before raising CancelledError, a result being
+    written is finished, and the batch stops before the next slide. (Raising at an arbitrary
+    moment could land inside an import or a C extension, or while a slide is open.) Whatever
+    the command was doing, it then ends with 128 + the signal number.
+    """
+
+    def __init__(self, pending: list[int] | None = None) -> None:
+        self.cancel = threading.Event()
+        self.received: int | None = None
+        self._pending = pending if pending is not None else []
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received = self.received or signum
+        self.cancel.set()
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+            # A file-size limit must give an error (EFBIG), not kill the process.
+            if hasattr(signal, "SIGXFSZ"):
+                self._previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        if self._pending:  # arrived while Python was starting (see engine/__main__.py)
+            self._handle(self._pending[0], None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def check(self) -> None:
+        """Raise CancelledError if a signal has come."""
+        if self.cancel.is_set():
+            raise CancelledError("interrupted")
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
@@ -167,7 +222,7 @@ def _out(text: str, stream: TextIO | None = None) -> None:
     (stream or sys.stdout).write(text + "\n")
 
 
-def _run(args: argparse.Namespace, jobs: list[Any], resume: bool) -> int:
+def _run(args: argparse.Namespace, jobs: list[Any], resume: bool, signals: _Signals) -> int:
     from engine.batch import SlideOutcome, ranked, run_batch
     from engine.model import Model
     from engine.outputs import check_writable
@@ -188,22 +243,28 @@ def _run(args: argparse.Namespace, jobs: list[Any], resume: bool) -> int:
     def on_done(outcome: SlideOutcome) -> None:
         bar.close()
         if outcome.status == "cached":
-            log.info("%s: already analysed with this model, skipped", outcome.job.name)
+            log.info("%s: already analysed with this model, skipped", outcome.job.label)
         elif outcome.status == "failed":
             log.warning("%s", outcome.message(remedies))
 
-    outcomes = run_batch(
-        jobs if resume else _fresh(jobs, args.out),
-        args.out,
-        model,
-        params,
-        mpp=args.mpp,
-        default_mpp=args.default_mpp,
-        on_start=bar.start,
-        on_done=on_done,
-        progress=bar.update,
-    )
-    bar.close()
+    cancel = signals.cancel
+    signals.check()
+    try:
+        outcomes = run_batch(
+            jobs,
+            args.out,
+            model,
+            params,
+            mpp=args.mpp,
+            default_mpp=args.default_mpp,
+            on_start=bar.start,
+            on_done=on_done,
+            progress=bar.update,
+            cancel=cancel,
+            resume=resume,
+        )
+    finally:
+        bar.close()
     _out(_table(ranked(outcomes), remedies))
     failed = sum(o.status == "failed" for o in outcomes)
     _out(
@@ -211,15 +272,6 @@ def _run(args: argparse.Namespace, jobs: list[Any], resume: bool) -> int:
         sys.stderr if args.quiet else sys.stdout,
     )
     return EXIT_FAILED if failed else EXIT_OK
-
-
-def _fresh(jobs: list[Any], out: Path) -> list[Any]:
-    """`analyse` always recomputes: drop the completion marks of the slides asked for."""
-    from engine.outputs import SUMMARY
-
-    for job in jobs:
-        (out / job.name / SUMMARY).unlink(missing_ok=True)
-    return jobs
 
 
 class _TileBar:
@@ -231,7 +283,7 @@ class _TileBar:
         self._name = ""
 
     def start(self, job: Any) -> None:
-        self._name = job.name
+        self._name = job.label
 
     def update(self, done: int, total: int) -> None:
         if not self.enabled:
@@ -252,36 +304,41 @@ class _TileBar:
 def _table(outcomes: list[Any], remedies: dict[Remedy, str]) -> str:
     rows = [("rank", "slide", "status", "score", "category", "tumour mm²", "")]
     for i, o in enumerate(outcomes, start=1):
-        s = o.summary or {}
-        score = "" if s.get("score") is None else f"{s['score']:.3f}"
-        area = "" if not s else f"{s.get('tumour_area_mm2', 0):.2f}"
-        rows.append((str(i), o.job.name, o.status, score, s.get("category", ""), area, o.message(remedies)))
+        s = o.summary
+        score = "" if s is None or s.score is None else f"{s.score:.3f}"
+        area = "" if s is None else f"{s.verdict.tumour_area_mm2:.2f}"
+        category = "" if s is None else s.category
+        rows.append((str(i), o.job.label, o.status, score, category, area, o.message(remedies)))
     widths = [max(len(r[c]) for r in rows) for c in range(6)]
     return "\n".join(
         "  ".join(cell.ljust(widths[c]) if c < 6 else cell for c, cell in enumerate(r)).rstrip() for r in rows
     )
 
 
-def cmd_analyse(args: argparse.Namespace) -> int:
-    from engine.batch import SlideJob, _unique_names
-    from engine.slide import slide_name
+def cmd_analyse(args: argparse.Namespace, signals: _Signals) -> int:
+    from engine.batch import job_for
 
-    jobs = _unique_names([SlideJob(p, slide_name(p)) for p in args.slides])
-    return _run(args, jobs, resume=False)
+    jobs = list({job.name: job for job in map(job_for, args.slides)}.values())
+    return _run(args, jobs, resume=False, signals=signals)
 
 
-def cmd_batch(args: argparse.Namespace) -> int:
+def cmd_batch(args: argparse.Namespace, signals: _Signals) -> int:
     from engine.batch import discover_slides
+    from engine.errors import SlideNotFoundError
 
-    jobs = discover_slides(args.folder, args.recursive, exclude=args.out)
+    try:
+        jobs = discover_slides(args.folder, args.recursive, exclude=args.out)
+    except SlideNotFoundError as exc:
+        _error(exc.message(remedies_for(args.command)))
+        return EXIT_NOTHING
     if not jobs:
         _error(f"no slides found in {args.folder}" + ("" if args.recursive else " (try --recursive)"))
-        return EXIT_FAILED
+        return EXIT_NOTHING
     log.info("%d slides in %s", len(jobs), args.folder)
-    return _run(args, jobs, resume=True)
+    return _run(args, jobs, resume=True, signals=signals)
 
 
-def cmd_info(args: argparse.Namespace) -> int:
+def cmd_info(args: argparse.Namespace, signals: _Signals) -> int:
     from engine.slide import open_slide
 
     with open_slide(args.slide) as slide:
@@ -296,7 +353,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_model(args: argparse.Namespace) -> int:
+def cmd_model(args: argparse.Namespace, signals: _Signals) -> int:
     from engine.model import Model
 
     model = Model.load(args.model, threads=1)

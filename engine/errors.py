@@ -29,6 +29,8 @@ class Remedy(Enum):
     REINSTALL = "reinstall"
     CHOOSE_OUTPUT_DIR = "choose_output_dir"
     ANALYSE_AGAIN = "analyse_again"
+    WAIT_FOR_OTHER_RUN = "wait_for_other_run"
+    FREE_DISK_SPACE = "free_disk_space"
 
 
 NEUTRAL_REMEDIES: Mapping[Remedy, str] = {
@@ -51,6 +53,8 @@ NEUTRAL_REMEDIES: Mapping[Remedy, str] = {
     Remedy.REINSTALL: "reinstall EquiTriage",
     Remedy.CHOOSE_OUTPUT_DIR: "choose an output folder you can write to",
     Remedy.ANALYSE_AGAIN: "analyse the slide again",
+    Remedy.WAIT_FOR_OTHER_RUN: "wait for the other run to finish, or choose another output folder",
+    Remedy.FREE_DISK_SPACE: "free disk space (or choose another output folder) and run again",
 }
 
 

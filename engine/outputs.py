@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
+import logging
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,11 +23,22 @@ import numpy as np
 from PIL import Image
 
 from engine import __version__
-from engine.errors import OutputError
+from engine.errors import OutputError, Remedy
 from engine.heatmap import heatmap_image, overlay_image
 from engine.model import Model
 from engine.pipeline import AnalysisParams, SlideAnalysis
 from engine.regions import Region, find_regions, regions_geojson
+from engine.summary import (
+    SUMMARY_FORMAT,
+    InputIdentity,
+    ModelInfo,
+    SlideSummary,
+    Thresholds,
+    TileCounts,
+    Verdict,
+)
+
+log = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
 TILES = "tiles.csv"
@@ -33,17 +46,31 @@ HEATMAP = "heatmap.png"
 OVERLAY = "overlay.png"
 REGIONS = "regions.geojson"
 TISSUE = "tissue.png"
-SUMMARY_FORMAT = 1
+__all__ = ["SUMMARY", "SUMMARY_FORMAT", "TILES", "read_summary", "write_results"]
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def output_error(path: Path, exc: OSError) -> OutputError:
+    """One clear error for a failed write: disk full, folder gone, or not allowed."""
+    if exc.errno in _NO_SPACE:
+        return OutputError(
+            f"cannot write {path}: no space left (or file size limit reached)", Remedy.FREE_DISK_SPACE
+        )
+    if exc.errno == errno.ENOENT:
+        return OutputError(f"cannot write {path}: the output folder was removed")
+    return OutputError(f"cannot write {path} ({exc.strerror or exc})")
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         _discard(tmp)
-        raise OutputError(f"cannot write {path} ({exc.strerror or exc})") from exc
+        raise output_error(path, exc) from exc
     except BaseException:
         _discard(tmp)
         raise
@@ -74,14 +101,15 @@ def save_image_atomic(path: Path, image: Image.Image) -> None:
 
 
 def prepare_dir(folder: Path) -> None:
-    """Create ``folder``, drop an old completion mark and stale temporary files."""
+    """Create ``folder`` (in an output folder that exists), drop an old completion mark and
+    stale temporary files."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(exist_ok=True)
         (folder / SUMMARY).unlink(missing_ok=True)
         for stale in folder.glob(".*.tmp-*"):
             stale.unlink(missing_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create {folder} ({exc.strerror or exc})") from exc
+        raise output_error(folder / SUMMARY, exc) from exc
 
 
 def check_writable(folder: Path) -> None:
@@ -92,7 +120,7 @@ def check_writable(folder: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise OutputError(f"cannot write to {folder} ({exc.strerror or exc})") from exc
+        raise output_error(folder / ".write-test", exc) from exc
 
 
 def tiles_csv(analysis: SlideAnalysis) -> str:
@@ -115,57 +143,51 @@ def build_summary(
     params: AnalysisParams,
     regions: list[Region],
     heatmap_scale: int,
-) -> dict[str, Any]:
+    identity: InputIdentity | None,
+) -> SlideSummary:
     contract = model.contract
     grid = analysis.plan.grid
     v = analysis.verdict
-    return {
-        "format_version": SUMMARY_FORMAT,
-        "status": "ok",
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "engine_version": __version__,
-        "slide": {**analysis.slide_info, "mpp_used": analysis.plan.mpp},
-        "model": {
-            "version": contract.model_version,
-            "path": str(model.path),
-            "sha256": model.sha256,
-            "input_px": contract.input_size,
-            "mpp": contract.mpp,
-        },
-        "parameters": {**params.as_dict(contract.input_size), "read_level": analysis.plan.level},
-        "thresholds": {
-            "tile": contract.triage.tile_threshold,
-            "top_k": contract.triage.top_k,
-            "high": contract.triage.high_threshold,
-            "low": contract.triage.low_threshold,
-            "score_method": contract.triage.score_method,
-            "smooth_cells": contract.triage.smooth_cells,
-            "weights": list(contract.triage.weights),
-            "calibration": contract.triage.calibration,
-        },
-        "tiles": {
-            "grid_cols": grid.t_cols,
-            "grid_rows": grid.t_rows,
-            "grid_total": grid.count,
-            "tissue": v.tiles_analysed,
-            "analysed": v.tiles_analysed,
-            "positive": v.tiles_positive,
-            "l0_tile_px": round(grid.l0_tile_px, 3),
-            "l0_stride_px": round(grid.l0_stride_px, 3),
-        },
-        "score": v.score,
-        "category": v.category,
-        "score_method": v.score_method,
-        "tumour_area_mm2": v.tumour_area_mm2,
-        "largest_region_mm2": v.largest_region_mm2,
-        "regions": len(regions),
-        "heatmap_px_per_cell": heatmap_scale,
-        "timings_s": {
+    return SlideSummary(
+        format_version=SUMMARY_FORMAT,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        engine_version=__version__,
+        input=identity,
+        slide={**analysis.slide_info, "mpp_used": analysis.plan.mpp},
+        model=ModelInfo(
+            version=contract.model_version,
+            path=str(model.path),
+            sha256=model.sha256,
+            input_px=contract.input_size,
+            mpp=contract.mpp,
+        ),
+        parameters={**params.as_dict(contract.input_size), "read_level": analysis.plan.level},
+        thresholds=Thresholds.from_policy(contract.triage),
+        tiles=TileCounts(
+            grid_cols=grid.t_cols,
+            grid_rows=grid.t_rows,
+            grid_total=grid.count,
+            tissue=v.tiles_analysed,
+            analysed=v.tiles_analysed,
+            positive=v.tiles_positive,
+            l0_tile_px=round(grid.l0_tile_px, 3),
+            l0_stride_px=round(grid.l0_stride_px, 3),
+        ),
+        verdict=Verdict(
+            score=v.score,
+            category=v.category,
+            tumour_area_mm2=v.tumour_area_mm2,
+            regions=len(regions),
+            score_method=v.score_method,
+            largest_region_mm2=v.largest_region_mm2,
+        ),
+        heatmap_px_per_cell=heatmap_scale,
+        timings_s={
             **analysis.timings_s,
             "tiles_per_s": round(v.tiles_analysed / max(analysis.timings_s.get("tiles", 0), 1e-9), 1),
         },
-        "outputs": [TILES, HEATMAP, OVERLAY, TISSUE, REGIONS],
-    }
+        outputs=[TILES, HEATMAP, OVERLAY, TISSUE, REGIONS],
+    )
 
 
 def caption(model: Model, analysis: SlideAnalysis) -> str:
@@ -175,9 +197,17 @@ def caption(model: Model, analysis: SlideAnalysis) -> str:
 
 
 def write_results(
-    folder: Path, analysis: SlideAnalysis, model: Model, params: AnalysisParams
-) -> dict[str, Any]:
-    """Write every result file of one slide into ``folder``; return the summary written."""
+    folder: Path,
+    analysis: SlideAnalysis,
+    model: Model,
+    params: AnalysisParams,
+    identity: InputIdentity | None = None,
+) -> SlideSummary:
+    """Write every result file of one slide into ``folder``; return the summary written.
+
+    ``identity`` ties the result to its input (see :func:`engine.identity.input_identity`);
+    without it the result is never reused by a resumed run.
+    """
     prepare_dir(folder)
     contract = model.contract
     grid_probs = analysis.prob_grid()
@@ -196,15 +226,17 @@ def write_results(
     save_image_atomic(folder / OVERLAY, overlay)
     save_image_atomic(folder / TISSUE, Image.fromarray(analysis.plan.tissue_mask.astype(np.uint8) * 255))
     write_json_atomic(folder / REGIONS, regions_geojson(regions, contract.model_version))
-    summary = build_summary(analysis, model, params, regions, scale)
-    write_json_atomic(folder / SUMMARY, summary)
+    summary = build_summary(analysis, model, params, regions, scale, identity)
+    write_json_atomic(folder / SUMMARY, summary.to_json())
     return summary
 
 
-def read_summary(folder: Path) -> dict[str, Any] | None:
+def read_summary(folder: Path) -> SlideSummary | None:
     """The finished analysis in ``folder``, or None if there is none (or it is unreadable)."""
     try:
         data = json.loads((folder / SUMMARY).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return SlideSummary.from_json(data)
+    except (OSError, ValueError) as exc:  # SummaryFormatError is a ValueError
+        if not isinstance(exc, FileNotFoundError):
+            log.debug("%s: no readable summary (%s)", folder, exc)
         return None
-    return data if isinstance(data, dict) and data.get("status") == "ok" else None

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,15 +115,16 @@ def plan_tiles(slide: Slide, contract: ModelContract, params: AnalysisParams) ->
     """Grid at the model's resolution, tissue detection on a thumbnail, level to read from."""
     mpp = slide.require_mpp()
     grid = plan_grid(slide.dimensions, mpp, contract.mpp, contract.input_size, params.stride_px)
+    thumb_side = max(slide.dimensions) * THUMB_PX_PER_TILE / grid.l0_tile_px
+    thumb_side = min(max(thumb_side, THUMB_MIN_SIDE), THUMB_MAX_SIDE, max(slide.dimensions))
+    # Read first: a damaged file says so, even when it is also too small.
+    thumbnail, thumb_ds = slide.thumbnail(int(thumb_side))
     if grid.count == 0:
         w, h = slide.dimensions
         raise SlideTooSmallError(
             f"{slide.name}: {w} x {h} px at {mpp:.3f} µm/px is smaller than one model patch "
             f"({grid.l0_tile_px:.0f} px), nothing to analyse"
         )
-    thumb_side = max(slide.dimensions) * THUMB_PX_PER_TILE / grid.l0_tile_px
-    thumb_side = min(max(thumb_side, THUMB_MIN_SIDE), THUMB_MAX_SIDE, max(slide.dimensions))
-    thumbnail, thumb_ds = slide.thumbnail(int(thumb_side))
     tissue = detect_tissue(thumbnail)
     fractions = tissue_fractions(tissue, thumb_ds, grid)
     t_rows, t_cols = np.nonzero(fractions >= params.min_tissue_fraction)
@@ -157,12 +158,15 @@ def analyse_slide(
     """Run the model over every tissue tile of ``slide``.
 
     ``progress(done, total)`` and ``on_batch`` are called from this thread after each batch;
-    setting ``cancel`` stops at the next batch with :class:`CancelledError`.
+    setting ``cancel`` stops at the next batch with :class:`CancelledError`. Whatever way this
+    returns or raises, every reader thread has stopped by then, so the slide may be closed.
     """
     params = params or AnalysisParams()
     contract = model.contract
     t_start = time.perf_counter()
     plan = plan_tiles(slide, contract, params)
+    if cancel is not None and cancel.is_set():
+        raise CancelledError("analysis cancelled")
     grid, level, t_cols, t_rows = plan.grid, plan.level, plan.t_cols, plan.t_rows
     t_tissue = time.perf_counter()
     log.info(
@@ -189,17 +193,20 @@ def analyse_slide(
         cancel,
         lambda p: prepare(p, contract),
     )
-    for start, inputs in batches:
-        t0 = time.perf_counter()
-        batch_probs = model.predict_prepared(inputs)
-        infer_s += time.perf_counter() - t0
-        stop = start + len(batch_probs)
-        probs[start:stop] = batch_probs
-        done += len(batch_probs)
-        if on_batch:
-            on_batch(TileBatch(t_cols[start:stop], t_rows[start:stop], batch_probs))
-        if progress:
-            progress(done, len(t_cols))
+    try:
+        for start, inputs in batches:
+            t0 = time.perf_counter()
+            batch_probs = model.predict_prepared(inputs)
+            infer_s += time.perf_counter() - t0
+            stop = start + len(batch_probs)
+            probs[start:stop] = batch_probs
+            done += len(batch_probs)
+            if on_batch:
+                on_batch(TileBatch(t_cols[start:stop], t_rows[start:stop], batch_probs))
+            if progress:
+                progress(done, len(t_cols))
+    finally:
+        batches.close()  # readers stop and are joined before the caller may close the slide
     t_end = time.perf_counter()
     verdict = judge(
         prob_grid(grid, t_cols, t_rows, probs), contract.triage, cell_mm2=grid.cell_mm2(contract.mpp)
@@ -227,18 +234,20 @@ def _read_batches(
     params: AnalysisParams,
     cancel: threading.Event | None,
     transform: Callable[[NDArray[np.uint8]], NDArray[Any]] | None = None,
-) -> Iterator[tuple[int, NDArray[Any]]]:
+) -> Generator[tuple[int, NDArray[Any]], None, None]:
     """Yield (first index, patches) per batch, in order, reading ahead in a thread pool.
 
     ``transform`` (the model's preprocessing) runs in the reader threads too, so the calling
-    thread only runs the model.
+    thread only runs the model. When the generator is closed (finished, failed or cancelled),
+    the readers stop at their next tile and are joined before it returns.
     """
+    stop = threading.Event()
 
     def read(start: int) -> NDArray[Any]:
         chunk = l0_boxes[start : start + params.batch_size]
         out = np.empty((len(chunk), input_px, input_px, 3), dtype=np.uint8)
         for i, (x0, y0, _, _) in enumerate(chunk):
-            if cancel is not None and cancel.is_set():
+            if stop.is_set() or (cancel is not None and cancel.is_set()):
                 break
             pixels = slide.read_region((int(x0), int(y0)), level, (read_side, read_side))
             out[i] = resize_patch(pixels, input_px)
@@ -255,6 +264,7 @@ def _read_batches(
         while pending:
             yield _next_ready(pending, cancel)
     finally:
+        stop.set()
         for _, fut in pending:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -20,6 +19,7 @@ from engine.errors import EquiTriageError, Remedy
 from engine.outputs import TILES, read_summary
 from engine.pipeline import prob_grid
 from engine.regions import Region, find_regions
+from engine.summary import SlideSummary
 from engine.tiling import TileGrid
 
 
@@ -34,7 +34,7 @@ class SavedAnalysis:
     """A finished analysis as stored on disk: summary, grid and per-tile probabilities."""
 
     folder: Path
-    summary: dict[str, Any]
+    summary: SlideSummary
     grid: TileGrid
     t_cols: NDArray[np.int64]
     t_rows: NDArray[np.int64]
@@ -42,43 +42,28 @@ class SavedAnalysis:
 
     @property
     def score(self) -> float | None:
-        value = self.summary.get("score")
-        return None if value is None else float(value)
+        return self.summary.score
 
     @property
     def category(self) -> str:
-        return str(self.summary.get("category", ""))
+        return self.summary.category
 
     @property
     def model_version(self) -> str:
-        return str(self.summary.get("model", {}).get("version", "unknown"))
+        return self.summary.model.version
 
     @property
     def model_sha256(self) -> str:
-        return str(self.summary.get("model", {}).get("sha256", ""))
+        return self.summary.model.sha256
 
     @property
     def model_mpp(self) -> float:
-        return float(self.summary.get("model", {}).get("mpp", 0.0))
+        return self.summary.model.mpp
 
     @property
     def policy(self) -> TriagePolicy:
         """The triage thresholds the analysis was judged with."""
-        t = self.summary.get("thresholds", {})
-        default = TriagePolicy()
-        # Results written before slide-level triage have no score_method: their score was the
-        # top-k mean, and their thresholds belong to it.
-        method = str(t.get("score_method", "top_k_mean"))
-        return TriagePolicy(
-            tile_threshold=float(t.get("tile", default.tile_threshold)),
-            top_k=int(t.get("top_k", default.top_k)),
-            high_threshold=float(t.get("high", default.high_threshold)),
-            low_threshold=float(t.get("low", default.low_threshold)),
-            score_method=method,
-            smooth_cells=int(t.get("smooth_cells", default.smooth_cells)),
-            weights=tuple(float(w) for w in t.get("weights", default.weights)),
-            calibration=str(t.get("calibration", "")),
-        )
+        return self.summary.thresholds.policy()
 
     @property
     def cell_mm2(self) -> float:
@@ -95,17 +80,16 @@ class SavedAnalysis:
         return find_regions(self.prob_grid(), self.grid, cut, self.cell_mm2)
 
 
-def grid_from_summary(summary: dict[str, Any]) -> TileGrid:
+def grid_from_summary(summary: SlideSummary) -> TileGrid:
     """The tile grid an analysis used, from its summary."""
     try:
-        tiles = summary["tiles"]
         return TileGrid(
-            l0_tile_px=float(tiles["l0_tile_px"]),
-            l0_stride_px=float(tiles["l0_stride_px"]),
-            t_cols=int(tiles["grid_cols"]),
-            t_rows=int(tiles["grid_rows"]),
-            input_px=int(summary["model"]["input_px"]),
-            stride_px=int(summary["parameters"]["stride_px"]),
+            l0_tile_px=float(summary.tiles.l0_tile_px),
+            l0_stride_px=float(summary.tiles.l0_stride_px),
+            t_cols=int(summary.tiles.grid_cols),
+            t_rows=int(summary.tiles.grid_rows),
+            input_px=int(summary.model.input_px),
+            stride_px=int(summary.parameters["stride_px"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ResultsError(f"summary.json lacks the tile grid ({exc})") from exc

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -225,6 +227,12 @@ class OpenSlideSlide(Slide):
             ) from exc
         self.path = path
         self.name = slide_name(path)
+        # Reads in flight; close() waits for them. After a failed read OpenSlide's handle stays
+        # in its error state, so later reads fail at once with the first error.
+        self._guard = threading.Condition()
+        self._reading = 0
+        self._closed = False
+        self._broken: str | None = None
         self.vendor = props.get("openslide.vendor", "unknown")
         self.properties = props
         self.level_dimensions = tuple(tuple(d) for d in self._osr.level_dimensions)  # type: ignore[misc]
@@ -244,16 +252,36 @@ class OpenSlideSlide(Slide):
             raise SlideReadError(f"{self.name}: cannot read its {name} image ({exc})") from exc
 
     def read_region(self, l0_xy: tuple[int, int], level: int, lvl_size: tuple[int, int]) -> NDArray[np.uint8]:
+        with self._guard:
+            if self._closed:
+                raise SlideReadError(f"{self.name}: read after the slide was closed")
+            if self._broken is not None:
+                raise SlideReadError(self._broken)
+            self._reading += 1
         try:
             rgba = self._osr.read_region(l0_xy, level, lvl_size)
         except self._openslide.OpenSlideError as exc:
-            raise SlideReadError(
+            problem = (
                 f"{self.name}: pixels at level-0 ({l0_xy[0]}, {l0_xy[1]}) cannot be read ({exc}): "
                 "the file is damaged"
-            ) from exc
+            )
+            with self._guard:
+                self._broken = self._broken or problem
+            raise SlideReadError(problem) from exc
+        finally:
+            with self._guard:
+                self._reading -= 1
+                self._guard.notify_all()
         return rgba_to_rgb(np.asarray(rgba))
 
     def close(self) -> None:
+        """Close the file once no read is in flight (closing under a reader crashes OpenSlide)."""
+        with self._guard:
+            if self._closed:
+                return
+            self._closed = True
+            while self._reading:
+                self._guard.wait()
         self._osr.close()
 
 
@@ -306,14 +334,18 @@ def _checked_mpp(mpp: float) -> float:
 
 
 def _unsupported_message(path: Path) -> str:
-    return f"{path.name}: not a slide OpenSlide or Pillow can read"
+    return f"{path.name}: not a slide OpenSlide or Pillow can read (damaged, cut short, or another format)"
 
 
 def _open_plain_image(path: Path) -> ArraySlide:
     try:
-        with Image.open(path) as img:
-            dpi = img.info.get("dpi")
-            pixels = np.asarray(img.convert("RGB"))
+        # Pillow warns about damaged metadata (e.g. of a cut-short TIFF) on stderr; what matters
+        # is whether the pixels can be read, which the error below says in one line.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                dpi = img.info.get("dpi")
+                pixels = np.asarray(img.convert("RGB"))
     except Image.DecompressionBombError as exc:
         raise UnsupportedSlideError(
             f"{path.name}: too large to read as a plain image", Remedy.CONVERT_TO_PYRAMID

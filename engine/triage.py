@@ -23,9 +23,7 @@ All functions are pure and take a ``t_rows x t_cols`` grid with NaN where no til
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -226,14 +224,10 @@ METHOD_TEXT = {
 }
 
 
-def explain_score(thresholds: Mapping[str, Any]) -> str:
-    """One line saying how a summary's score was made (``thresholds`` of ``summary.json``).
-
-    Summaries written before slide-level triage have no ``score_method``: their score was the
-    top-k mean.
-    """
-    method = str(thresholds.get("score_method", "top_k_mean"))
-    text = METHOD_TEXT.get(method, method).format(top_k=thresholds.get("top_k", "?"))
+def explain_score(score_method: str, top_k: int) -> str:
+    """One line saying how a score was made (a policy's or a summary's ``score_method``; results
+    made before slide-level triage read as the top-k mean)."""
+    text = METHOD_TEXT.get(score_method, score_method).format(top_k=top_k)
     return f"score = {text}"
 
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QRunnable, Signal
 
 from engine.batch import SlideJob, SlideOutcome, run_batch
 from engine.errors import CancelledError, EquiTriageError
+from engine.identity import ResultLock, input_identity
 from engine.model import Model
 from engine.outputs import write_results
 from engine.pipeline import AnalysisParams, TileBatch, analyse_slide
@@ -61,6 +64,15 @@ class AnalysisWorker(QRunnable):
         s = self.signals
         lower_thread_priority()  # the UI thread comes first; read threads inherit this
         try:
+            identity = input_identity(r.path)
+            lock = ResultLock(r.results_dir)
+            lock.acquire()
+        except Exception as exc:
+            s.failed.emit(r.token, app_message(exc))
+            self.done.set()
+            return
+        emit: Callable[[], None]
+        try:
             with open_slide(r.path, mpp=r.mpp) as slide:
                 mpp = slide.require_mpp()
                 c = r.model.contract
@@ -77,15 +89,18 @@ class AnalysisWorker(QRunnable):
                 analysis = analyse_slide(slide, r.model, r.params, progress, on_batch, self.cancel)
             if self.cancel.is_set():
                 raise CancelledError("analysis cancelled")
-            summary = write_results(r.results_dir, analysis, r.model, r.params)
+            summary = write_results(r.results_dir, analysis, r.model, r.params, identity)
+            emit = partial(s.finished.emit, r.token, summary)
         except CancelledError:
-            s.cancelled.emit(r.token)
+            emit = partial(s.cancelled.emit, r.token)
         except Exception as exc:
             if not isinstance(exc, EquiTriageError):
                 log.exception("analysis of %s failed", r.path)
-            s.failed.emit(r.token, app_message(exc))
-        else:
-            s.finished.emit(r.token, summary)
+            emit = partial(s.failed.emit, r.token, app_message(exc))
+        finally:
+            lock.release()  # before anyone hears the analysis is over
+        try:
+            emit()
         finally:
             self.done.set()
 

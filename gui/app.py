@@ -20,7 +20,6 @@ from types import TracebackType
 log = logging.getLogger(__name__)
 
 
-
 def app_dir() -> Path:
     """The app's own folder for its log, beside where Qt keeps its settings on each platform."""
     if sys.platform == "win32":

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from engine.batch import SlideJob, SlideOutcome
 from engine.outputs import read_summary
+from engine.summary import SlideSummary
 from gui.remedies import outcome_message
 from gui.state import Observable
 
@@ -20,27 +20,25 @@ class BatchRow:
     status: str = "queued"
     done: int = 0
     total: int = 0
-    summary: dict[str, Any] | None = None
+    summary: SlideSummary | None = None
     error: str = ""
 
     @property
     def score(self) -> float | None:
-        value = None if self.summary is None else self.summary.get("score")
-        return None if value is None else float(value)
+        return None if self.summary is None else self.summary.score
 
     @property
     def largest_region_mm2(self) -> float | None:
         """Area of the region that made the score (None before issue 16's summaries)."""
-        value = None if self.summary is None else self.summary.get("largest_region_mm2")
-        return None if value is None else float(value)
+        return None if self.summary is None else self.summary.verdict.largest_region_mm2
 
     @property
     def category(self) -> str:
-        return "" if self.summary is None else str(self.summary.get("category", ""))
+        return "" if self.summary is None else self.summary.category
 
     @property
     def model_version(self) -> str:
-        return "" if self.summary is None else str(self.summary.get("model", {}).get("version", ""))
+        return "" if self.summary is None else self.summary.model.version
 
     @property
     def fraction(self) -> float:

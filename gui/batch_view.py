@@ -84,7 +84,8 @@ class BatchTableModel(QAbstractTableModel):
             return self._sort_value(row, col)
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == COL_SCORE and row.summary is not None:
-                return explain_score(row.summary.get("thresholds", {}))
+                th = row.summary.thresholds
+                return explain_score(th.score_method, th.top_k)
             return row.error or str(row.job.path)
         if role == Qt.ItemDataRole.ForegroundRole:
             if col == 4 and row.category in CATEGORY_COLOURS:
@@ -96,7 +97,7 @@ class BatchTableModel(QAbstractTableModel):
     @staticmethod
     def _text(row: BatchRow, col: int) -> str:
         if col == 0:
-            return row.job.name
+            return row.job.label
         if col == 1:
             return row.status
         if col == COL_PROGRESS:

@@ -104,7 +104,7 @@ def about_html(model: Model | None, model_error: str) -> str:
             ("Classes", ", ".join(c.classes)),
             (
                 "Triage",
-                f"{explain_score({'score_method': t.score_method, 'top_k': t.top_k})}; "
+                f"{explain_score(t.score_method, t.top_k)}; "
                 f"high ≥ {t.high_threshold}, intermediate ≥ {t.low_threshold}; "
                 f"tile threshold {t.tile_threshold}",
             ),

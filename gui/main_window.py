@@ -30,12 +30,13 @@ from PySide6.QtWidgets import (
 
 from engine.batch import SlideJob, discover_slides
 from engine.errors import EquiTriageError, OutputError
+from engine.identity import results_name
 from engine.model import Model
 from engine.outputs import check_writable
 from engine.pipeline import AnalysisParams, TileBatch
 from engine.regions import Region, find_regions
 from engine.results import SavedAnalysis, load_saved
-from engine.slide import slide_name
+from engine.summary import SlideSummary
 from engine.tiling import TileGrid
 from gui import exports
 from gui.analysis_worker import AnalysisRequest, AnalysisWorker, BatchWorker
@@ -214,7 +215,7 @@ class MainWindow(QMainWindow):
 
     # -- opening slides ----------------------------------------------------------------------
     def results_dir_for(self, path: Path) -> Path:
-        return Path(self.settings.output_dir) / slide_name(path)
+        return Path(self.settings.output_dir) / results_name(path)
 
     def open_dialog(self) -> None:
         start = str(Path(self.settings.recent_files[0]).parent) if self.settings.recent_files else ""
@@ -259,7 +260,7 @@ class MainWindow(QMainWindow):
         self.viewer.setFocus()
         self.statusBar().showMessage(f"Opened {opened.path}", 5000)
         if opened.saved_error:
-            self.report_error("Saved results unreadable", opened.saved_error)
+            self.report_error("Saved results not shown", opened.saved_error)
         self.show_saved(opened.saved)
 
     def _close_current(self) -> None:
@@ -451,7 +452,7 @@ class MainWindow(QMainWindow):
         self.analysis = None
         self.results_panel.set_running(False)
 
-    def _analysis_finished(self, token: int, summary: dict[str, Any]) -> None:
+    def _analysis_finished(self, token: int, summary: SlideSummary) -> None:
         worker = self.analysis
         self._analysis_done()
         if token != self._token or worker is None:
@@ -460,7 +461,7 @@ class MainWindow(QMainWindow):
             return
         folder = worker.request.results_dir
         self.statusBar().showMessage(
-            f"Done: score {summary.get('score')}, {summary.get('category')}; results in {folder}",
+            f"Done: score {summary.score}, {summary.category}; results in {folder}",
             15000,
         )
         job = CallJob(token, lambda: load_saved(folder))

@@ -8,7 +8,6 @@ import io
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,6 +17,7 @@ from PySide6.QtGui import QImage, QPageLayout, QPageSize, QPdfWriter, QTextDocum
 
 from engine.outputs import write_bytes_atomic, write_text_atomic
 from engine.regions import Region
+from engine.summary import SlideSummary
 from engine.triage import explain_score
 
 DISCLAIMER = (
@@ -35,7 +35,7 @@ IMAGE_SIDE_PX = 520
 class ReportData:
     slide_name: str
     facts: list[tuple[str, str]]
-    summary: dict[str, Any]
+    summary: SlideSummary
     regions: list[Region]
     thumbnail: NDArray[np.uint8]
     overlay: Image.Image
@@ -54,10 +54,11 @@ def report_html(data: ReportData, image_src: dict[str, str]) -> str:
     """The report as HTML; ``image_src`` maps "thumbnail" and "overlay" to image URLs."""
     s = data.summary
     e = html.escape
-    score = s.get("score")
-    model = s.get("model", {})
-    th = s.get("thresholds", {})
-    tiles = s.get("tiles", {})
+    score = s.score
+    model = s.model
+    th = s.thresholds
+    tiles = s.tiles
+    largest = "n/a" if s.verdict.largest_region_mm2 is None else f"{s.verdict.largest_region_mm2:g}"
     rows = "".join(
         f"<tr><td>{i}</td><td>{r.max_prob:.3f}</td><td>{r.mean_prob:.3f}</td>"
         f"<td>{r.area_mm2:.3f}</td><td>{r.l0_centroid[0]:.0f}, {r.l0_centroid[1]:.0f}</td></tr>"
@@ -65,9 +66,9 @@ def report_html(data: ReportData, image_src: dict[str, str]) -> str:
     )
     more = len(data.regions) - MAX_REGIONS
     facts = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in data.facts)
-    version = e(str(model.get("version", "?")))
-    sha = e(str(model.get("sha256", ""))[:12])
-    analysed = f"{e(str(s.get('created', '')))}, engine {e(str(s.get('engine_version', '')))}"
+    version = e(model.version)
+    sha = e(model.sha256[:12])
+    analysed = f"{e(s.created)}, engine {e(s.engine_version)}"
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>EquiTriage report: {e(data.slide_name)}</title>
 <style>
@@ -81,12 +82,12 @@ td, th {{ padding: 1pt 6pt; text-align: left; vertical-align: top; }}
 </style></head><body>
 <h1>EquiTriage report: {e(data.slide_name)}</h1>
 <p class="verdict">Score {"n/a" if score is None else f"{float(score):.3f}"} &middot;
-{e(str(s.get("category", "")).upper())}</p>
-<p>{tiles.get("analysed", 0)} tissue tiles analysed, {tiles.get("positive", 0)} above the tile
-threshold {th.get("tile", "?")}; estimated tumour area {s.get("tumour_area_mm2", 0)} mm&sup2;
-(regions the score believes), largest region {s.get("largest_region_mm2", "n/a")} mm&sup2;.
-Categories: high &ge; {th.get("high", "?")}, intermediate &ge; {th.get("low", "?")}
-({e(explain_score(th))}).</p>
+{e(s.category.upper())}</p>
+<p>{tiles.analysed} tissue tiles analysed, {tiles.positive} above the tile
+threshold {th.tile:g}; estimated tumour area {s.verdict.tumour_area_mm2} mm&sup2;
+(regions the score believes), largest region {largest} mm&sup2;.
+Categories: high &ge; {th.high:g}, intermediate &ge; {th.low:g}
+({e(explain_score(th.score_method, th.top_k))}).</p>
 <table cellpadding="2" cellspacing="0"><tr>
 <td><img src="{image_src["thumbnail"]}" width="300"><br>Slide</td>
 <td><img src="{image_src["overlay"]}" width="300"><br>Heatmap (tumour probability 0 &rarr; 1)</td>

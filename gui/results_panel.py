@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
@@ -22,6 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.heatmap import colour_lut
+from engine.summary import SlideSummary
 from engine.triage import explain_score
 from gui.state import OverlayState
 
@@ -176,30 +175,28 @@ class ResultsPanel(QWidget):
         self.details_label.setText("")
         self.model_label.setText("")
 
-    def show_verdict(self, summary: dict[str, Any], note: str = "") -> None:
-        """The slide score and triage category from a ``summary.json`` dict."""
-        score = summary.get("score")
-        category = str(summary.get("category", ""))
-        self.score_label.setText("Score –" if score is None else f"Score {float(score):.3f}")
+    def show_verdict(self, summary: SlideSummary, note: str = "") -> None:
+        """The slide score and triage category of a finished analysis."""
+        score = summary.score
+        category = summary.category
+        self.score_label.setText("Score –" if score is None else f"Score {score:.3f}")
         colour = CATEGORY_COLOURS.get(category, "#333333")
         self.category_label.setText(
             f'<span style="background:{colour}; color:white; padding:2px 6px;">'
             f"&nbsp;{category.upper()}&nbsp;</span>"
         )
-        th = summary.get("thresholds", {})
-        tiles = summary.get("tiles", {})
-        largest = summary.get("largest_region_mm2")
-        region = "" if largest is None else f", largest region {float(largest):g} mm²"
+        th = summary.thresholds
+        tiles = summary.tiles
+        largest = summary.verdict.largest_region_mm2
+        region = "" if largest is None else f", largest region {largest:g} mm²"
         self.details_label.setText(
-            f"{tiles.get('analysed', 0)} tissue tiles, {tiles.get('positive', 0)} above "
-            f"{th.get('tile', 0.5):g}; est. tumour area {summary.get('tumour_area_mm2', 0):g} mm²"
-            f"{region}\n"
-            f"Categories: high ≥ {th.get('high', '?')}, intermediate ≥ {th.get('low', '?')} "
-            f"({explain_score(th)})"
+            f"{tiles.analysed} tissue tiles, {tiles.positive} above "
+            f"{th.tile:g}; est. tumour area {summary.verdict.tumour_area_mm2:g} mm²{region}\n"
+            f"Categories: high ≥ {th.high:g}, intermediate ≥ {th.low:g} "
+            f"({explain_score(th.score_method, th.top_k)})"
         )
-        model = summary.get("model", {})
-        made = str(summary.get("created", ""))[:19].replace("T", " ")
-        text = f"Model {model.get('version', '?')} · {made} UTC"
+        made = summary.created[:19].replace("T", " ")
+        text = f"Model {summary.model.version} · {made} UTC"
         if note:
             text += f"\n{note}"
         self.model_label.setText(text)

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from PySide6.QtCore import QObject, QRunnable, Signal
 
 from engine.errors import EquiTriageError
+from engine.identity import input_identity
 from engine.model import Model
 from engine.results import SavedAnalysis, load_saved
 from engine.slide import Slide, open_slide
@@ -105,6 +106,9 @@ class SlideOpener(QRunnable):
         saved_error = ""
         try:
             saved = load_saved(self.results_dir)
+            if saved is not None and saved.summary.input not in (None, input_identity(self.path)):
+                saved = None  # made from other content at this path (a format-1 result cannot say)
+                saved_error = "its saved result was made from another version of this file; analyse it again"
         except EquiTriageError as exc:
             saved_error = app_message(exc)
         return OpenedSlide(self.path, self.results_dir, slide, thumbnail, associated, saved, saved_error)

@@ -12,8 +12,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real data folder beside the checkout (``EQUITRIAGE_DATA`` overrides); skip if absent."""
+    """The real data folder beside the checkout (``EQUITRIAGE_DATA`` overrides).
+
+    Skipped where it is absent, except under CI (``CI=true``), where a missing folder fails.
+    """
     root = Path(os.environ.get("EQUITRIAGE_DATA", REPO.parent / "shared" / "data"))
     if not (root / "PROVENANCE.md").is_file():
-        pytest.skip(f"shared data not found at {root} (set EQUITRIAGE_DATA)")
+        message = f"shared data not found at {root} (set EQUITRIAGE_DATA)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + "; CI needs it")
+        pytest.skip(message)
     return root

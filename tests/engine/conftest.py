@@ -26,9 +26,7 @@ def model(model_path: Path) -> Model:
     return Model.load(model_path, threads=1)
 
 
-def synthetic_pixels(
-    width: int, height: int, tissue_box: tuple[int, int, int, int]
-) -> NDArray[np.uint8]:
+def synthetic_pixels(width: int, height: int, tissue_box: tuple[int, int, int, int]) -> NDArray[np.uint8]:
     """Glass with one pink rectangle of tissue (x0, y0, x1, y1), light noise everywhere."""
     rng = np.random.default_rng(0)
     pixels = np.empty((height, width, 3), dtype=np.uint8)
@@ -43,6 +41,4 @@ def synthetic_pixels(
 @pytest.fixture()
 def tissue_slide() -> ArraySlide:
     """2000 x 1500 px at 0.972 µm/px (one model px per slide px), tissue in the middle."""
-    return ArraySlide(
-        synthetic_pixels(2000, 1500, (500, 400, 1500, 1100)), mpp=0.972, name="synthetic"
-    )
+    return ArraySlide(synthetic_pixels(2000, 1500, (500, 400, 1500, 1100)), mpp=0.972, name="synthetic")

@@ -1,7 +1,9 @@
-"""Resuming a batch: a stored analysis counts as finished only if this run would use the same µm/px."""
+"""Resuming a batch: a stored analysis counts as finished only for exactly this input, model,
+parameters and µm/px."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -9,16 +11,34 @@ import pytest
 from engine.batch import is_finished
 from engine.model import Model
 from engine.pipeline import AnalysisParams
+from engine.summary import InputIdentity, SlideSummary
 
 PARAMS = AnalysisParams()
+IDENTITY = InputIdentity(path="/slides/a.svs", kind="file", fingerprint="f" * 64)
 
 
-def stored(model: Model, **slide: Any) -> dict[str, Any]:
+def document(model: Model, **slide: Any) -> dict[str, Any]:
+    """A summary.json document of format 2 for ``slide`` facts."""
     return {
-        "model": {"sha256": model.sha256},
+        "format_version": 2,
+        "status": "ok",
+        "input": dataclasses.asdict(IDENTITY),
+        "model": {"sha256": model.sha256, "version": "v", "path": "m", "input_px": 95, "mpp": 0.972},
         "parameters": PARAMS.as_dict(model.contract.input_size),
+        "tiles": dict.fromkeys(("grid_cols", "grid_rows", "grid_total", "tissue", "analysed", "positive"), 1)
+        | {"l0_tile_px": 95.0, "l0_stride_px": 95.0},
+        "score": 0.5,
+        "category": "intermediate",
         "slide": slide,
     }
+
+
+def stored(model: Model, **slide: Any) -> SlideSummary:
+    return SlideSummary.from_json(document(model, **slide))
+
+
+def is_done(summary: SlideSummary | None, model: Model, params: AnalysisParams, *mpps: float | None) -> bool:
+    return is_finished(summary, IDENTITY, model, params, *mpps)
 
 
 FILE = {"mpp_used": 0.5, "mpp": 0.5, "mpp_source": "openslide", "mpp_origin": "file", "file_mpp": 0.5}
@@ -46,7 +66,7 @@ OVERRIDE = {"mpp_used": 0.3, "mpp": 0.3, "mpp_source": "user", "mpp_origin": "ov
 def test_mpp_decides_whether_a_slide_is_redone(
     model: Model, slide: dict[str, Any], mpp: float | None, default_mpp: float | None, finished: bool
 ) -> None:
-    assert is_finished(stored(model, **slide), model, PARAMS, mpp, default_mpp) is finished
+    assert is_done(stored(model, **slide), model, PARAMS, mpp, default_mpp) is finished
 
 
 @pytest.mark.parametrize(
@@ -60,13 +80,47 @@ def test_mpp_decides_whether_a_slide_is_redone(
 def test_summaries_from_before_file_mpp_was_recorded(
     model: Model, slide: dict[str, Any], default_mpp: float, finished: bool
 ) -> None:
-    assert is_finished(stored(model, **slide), model, PARAMS, None, default_mpp) is finished
+    old = document(model, **slide) | {"format_version": 1}
+    del old["input"]
+    migrated = SlideSummary.from_json(old)
+    assert migrated.input is None and "file_mpp" in migrated.slide
+    # Migrated once, in one place: the µm/px rule reads the recovered file_mpp ...
+    assert (
+        is_finished(dataclasses.replace(migrated, input=IDENTITY), IDENTITY, model, PARAMS, None, default_mpp)
+        is finished
+    )
+    # ... but a format-1 result never says which content it was made from, so it is redone.
+    assert not is_finished(migrated, IDENTITY, model, PARAMS, None, default_mpp)
 
 
-def test_another_model_or_parameters_are_never_finished(model: Model) -> None:
+def test_another_model_parameters_or_content_are_never_finished(model: Model) -> None:
     summary = stored(model, **FILE)
-    assert is_finished(summary, model, PARAMS, None, None)
-    assert not is_finished(summary, model, AnalysisParams(min_tissue_fraction=0.5), None, None)
-    summary["model"]["sha256"] = "0" * 64
-    assert not is_finished(summary, model, PARAMS, None, None)
-    assert not is_finished(None, model, PARAMS, None, None)
+    assert is_done(summary, model, PARAMS, None, None)
+    assert not is_done(summary, model, AnalysisParams(min_tissue_fraction=0.5), None, None)
+    other_model = dataclasses.replace(summary, model=dataclasses.replace(summary.model, sha256="0" * 64))
+    assert not is_done(other_model, model, PARAMS, None, None)
+    assert not is_done(None, model, PARAMS, None, None)
+    new_content = dataclasses.replace(IDENTITY, fingerprint="0" * 64)
+    assert not is_finished(summary, new_content, model, PARAMS, None, None)
+    elsewhere = dataclasses.replace(IDENTITY, path="/other/a.svs")
+    assert not is_finished(summary, elsewhere, model, PARAMS, None, None)
+
+
+def test_summary_round_trips_and_keeps_fields_it_does_not_know(model: Model) -> None:
+    doc = document(model, **FILE) | {"future_field": {"name": "top-k mean", "k": 10}}
+    summary = SlideSummary.from_json(doc)
+    assert summary.extra == {"future_field": {"name": "top-k mean", "k": 10}}
+    again = SlideSummary.from_json(summary.to_json())
+    assert again == summary
+    assert summary.to_json()["future_field"] == {"name": "top-k mean", "k": 10}
+    assert summary.to_json()["score"] == 0.5 and summary.verdict.category == "intermediate"
+
+
+@pytest.mark.parametrize(
+    "doc", [None, [], {"status": "running"}, {"status": "ok", "format_version": 99}, {"status": "ok"}]
+)
+def test_unreadable_summaries_are_refused(doc: Any) -> None:
+    from engine.summary import SummaryFormatError
+
+    with pytest.raises(SummaryFormatError):
+        SlideSummary.from_json(doc)

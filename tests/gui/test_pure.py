@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from engine.batch import SlideJob, SlideOutcome
+from engine.summary import SlideSummary
 from engine.tiling import TileGrid
 from gui.batch_state import BatchState
 from gui.scale_bar import format_length, format_magnification, magnification, nice_length_um, scale_bar
@@ -131,9 +132,34 @@ def test_batch_state(tmp_path: Path) -> None:
     state.started(jobs[0])
     state.progress(jobs[0], 5, 10)
     assert state.rows[0].fraction == 0.5
-    state.finished(SlideOutcome(jobs[0], "ok", {"score": 0.7, "category": "intermediate"}))
+    summary = SlideSummary.from_json(
+        {
+            "status": "ok",
+            "format_version": 2,
+            "input": None,
+            "model": {"version": "v1", "sha256": "0" * 64, "input_px": 95, "mpp": 0.972},
+            "parameters": {"stride_px": 95},
+            "tiles": dict.fromkeys(
+                (
+                    "grid_cols",
+                    "grid_rows",
+                    "grid_total",
+                    "tissue",
+                    "analysed",
+                    "positive",
+                    "l0_tile_px",
+                    "l0_stride_px",
+                ),
+                1,
+            ),
+            "score": 0.7,
+            "category": "intermediate",
+        }
+    )
+    state.finished(SlideOutcome(jobs[0], "ok", summary))
     state.finished(SlideOutcome(jobs[1], "failed", error="broken"))
     assert state.rows[0].score == 0.7 and state.rows[1].error == "broken"
+    assert state.rows[0].category == "intermediate" and state.rows[0].model_version == "v1"
     assert state.counts() == (2, 2)
 
 
@@ -161,17 +187,34 @@ def test_report_and_batch_row_show_the_score_method_and_region() -> None:
     from gui.batch_state import BatchRow
     from gui.report import ReportData, report_html
 
-    new = {
-        "score": 0.91,
-        "category": "high suspicion",
-        "score_method": "region_logistic",
-        "tumour_area_mm2": 0.34,
-        "largest_region_mm2": 0.3,
-        "thresholds": {"tile": 0.5, "top_k": 10, "high": 0.73, "low": 0.1, "score_method": "region_logistic"},
-    }
-    old = {"score": 0.95, "category": "high suspicion", "thresholds": {"top_k": 10, "high": 0.9, "low": 0.5}}
-    assert "region" in explain_score(new["thresholds"])  # type: ignore[arg-type]
-    assert explain_score(old["thresholds"]) == "score = mean of the top 10 tile probabilities"  # type: ignore[arg-type]
+    def summary(**fields: object) -> SlideSummary:
+        doc = {
+            "status": "ok",
+            "format_version": 2,
+            "input": None,
+            "model": {"version": "v1", "sha256": "0" * 64, "input_px": 95, "mpp": 0.972},
+            "parameters": {"stride_px": 95},
+            "tiles": dict.fromkeys(
+                ("grid_cols", "grid_rows", "grid_total", "tissue", "analysed", "positive",
+                 "l0_tile_px", "l0_stride_px"),
+                1,
+            ),
+        }
+        return SlideSummary.from_json({**doc, **fields})
+
+    new = summary(
+        score=0.91,
+        category="high suspicion",
+        score_method="region_logistic",
+        tumour_area_mm2=0.34,
+        largest_region_mm2=0.3,
+        thresholds={"tile": 0.5, "top_k": 10, "high": 0.73, "low": 0.1, "score_method": "region_logistic"},
+    )
+    old = summary(score=0.95, category="high suspicion", thresholds={"top_k": 10, "high": 0.9, "low": 0.5})
+    assert "region" in explain_score(new.thresholds.score_method, new.thresholds.top_k)
+    assert explain_score(old.thresholds.score_method, old.thresholds.top_k) == (
+        "score = mean of the top 10 tile probabilities"
+    )
     data = ReportData("s", [], new, [], np.zeros((4, 4, 3), np.uint8), Image.new("RGB", (4, 4)))
     page = report_html(data, {"thumbnail": "t", "overlay": "o"})
     assert "largest region 0.3 mm" in page and "best suspicious region" in page

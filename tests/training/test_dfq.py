@@ -107,15 +107,53 @@ def test_scales_function_is_field_shared() -> None:
     torch.testing.assert_close(s[:, 0], expected)
 
 
+def _float32_tolerance(model: MobileNetV2, x: torch.Tensor) -> float:
+    """How far two float32 evaluations of the same maths in another order may drift apart.
+
+    A rotated input runs through the same operations with sums in another order (and the CPU's
+    kernels pick their own order: AVX-512 and AVX2 differ). Each sum is rounded at the scale of
+    its largest term, and the largest activations inside the net (about 100 here, after CLE and
+    HBA) are far above the logits (about 1), so the difference is a few float32 ulps of the
+    largest activation, not of the logits: 8 * eps32 * max|activation|. A real break of the
+    symmetry moves the logits by orders of magnitude more (the last test here checks that).
+    """
+    peaks: list[float] = []
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: peaks.append(float(out.abs().max()))) for m in layers
+    ]
+    try:
+        _logits(model, x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return 8 * torch.finfo(torch.float32).eps * max(peaks)
+
+
+def _rot90_error(model: MobileNetV2, x: torch.Tensor, k: int) -> float:
+    return float((_logits(model, torch.rot90(x, k, dims=(2, 3))) - _logits(model, x)).abs().max())
+
+
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_rot90_invariance_survives_cle_and_hba(equivariant: MobileNetV2, x: torch.Tensor, k: int) -> None:
     folded, stats = _equalized(equivariant)
     dfq.absorb_high_bias(folded, stats)
-    xr = torch.rot90(x, k, dims=(2, 3))
-    before = _logits(equivariant, x)
-    assert _max_rel(_logits(equivariant, xr), before) < 1e-6  # the net itself is invariant
-    after = _logits(folded, x)
-    assert float((_logits(folded, xr) - after).abs().max()) < 1e-6 * float(after.abs().max()) + 1e-6
+    assert _rot90_error(equivariant, x, k) < _float32_tolerance(equivariant, x)  # the net itself
+    assert _rot90_error(folded, x, k) < _float32_tolerance(folded, x)
+
+
+def test_the_float32_tolerance_still_catches_a_broken_symmetry(
+    equivariant: MobileNetV2, x: torch.Tensor
+) -> None:
+    folded, stats = _equalized(equivariant)
+    dfq.absorb_high_bias(folded, stats)
+    tolerance = _float32_tolerance(folded, x)
+    assert tolerance < 1e-3  # a few ulps of the activations, not a bound that cannot fail
+    broken = copy.deepcopy(folded)
+    first = next(m for m in broken.modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():  # one channel of a field scaled alone: the field no longer rotates as one
+        first.weight[0] *= 1.05
+    assert _rot90_error(broken, x, 1) > 10 * tolerance
 
 
 def test_hba_absorbs_something(plain: MobileNetV2) -> None:

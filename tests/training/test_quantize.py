@@ -93,7 +93,13 @@ def test_engine_loads_int8_and_agrees_with_fp32(default_int8: tuple[bytes, bytes
     patches = np.random.default_rng(0).integers(0, 256, size=(24, 96, 96, 3), dtype=np.uint8)
     p_fp32, p_int8 = (Model.load(p, threads=1).predict(patches) for p in paths)
     assert p_int8.dtype == np.float32 and np.all((p_int8 >= 0) & (p_int8 <= 1))
-    assert float(np.abs(p_int8 - p_fp32).max()) < 0.05
+    error = np.abs(p_int8 - p_fp32)
+    assert float(error.max()) < 0.05
+    # An untrained net scores noise patches alike (spread 0.012), so "< 0.05" alone says little:
+    # INT8's error must also stay below the differences FP32 sees between the patches
+    # (measured: max error 0.008, mean 0.005).
+    spread = float(p_fp32.max() - p_fp32.min())
+    assert spread > 0 and float(error.max()) < spread and float(error.mean()) < 0.5 * spread
 
 
 def test_int8_keeps_rot90_invariance(default_int8: tuple[bytes, bytes], x: NDArray[np.float32]) -> None:
