@@ -65,7 +65,6 @@ class TrainConfig:
     eval_batch: int = 256
     max_steps_per_epoch: int | None = None
 
-
     def augment(self) -> augment.Augment:
         """The per-patch augmentation this run trains with."""
         return augment.Augment(
@@ -247,11 +246,9 @@ def saved_run(out_dir: Path) -> tuple[TrainConfig, ArchConfig] | None:
     if not path.is_file():
         return None
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    saved = dict(ckpt["train_config"])
-    if isinstance(saved.get("jpeg_quality"), list):
-        saved["jpeg_quality"] = tuple(saved["jpeg_quality"])
     known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in saved.items() if k in known}), ArchConfig.from_dict(ckpt["arch"])
+    saved = {k: v for k, v in ckpt["train_config"].items() if k in known}
+    return TrainConfig(**saved), ArchConfig.from_dict(ckpt["arch"])
 
 
 def train(
