@@ -232,6 +232,9 @@ def summary_csv(outcomes: Iterable[SlideOutcome]) -> str:
             "path",
             "score_method",
             "largest_region_mm2",
+            "out_of_distribution",
+            "mpp_used",
+            "mpp_origin",
         ]
     )
     for rank, o in enumerate(ranked(outcomes), start=1):
@@ -250,6 +253,9 @@ def summary_csv(outcomes: Iterable[SlideOutcome]) -> str:
                 str(o.job.path),
                 s.get("score_method", ""),
                 s.get("largest_region_mm2", ""),
+                "" if s.get("out_of_distribution") is None else str(bool(s["out_of_distribution"])).lower(),
+                s.get("slide", {}).get("mpp_used", ""),
+                s.get("slide", {}).get("mpp_origin", ""),
             ]
         )
     return buf.getvalue()

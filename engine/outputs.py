@@ -159,6 +159,8 @@ def build_summary(
         "tumour_area_mm2": v.tumour_area_mm2,
         "largest_region_mm2": v.largest_region_mm2,
         "regions": len(regions),
+        "out_of_distribution": None if analysis.ood is None else analysis.ood.out_of_distribution,
+        "ood": None if analysis.ood is None else analysis.ood.as_dict(),
         "heatmap_px_per_cell": heatmap_scale,
         "timings_s": {
             **analysis.timings_s,
@@ -171,7 +173,10 @@ def build_summary(
 def caption(model: Model, analysis: SlideAnalysis) -> str:
     v = analysis.verdict
     score = "n/a" if v.score is None else f"{v.score:.3f}"
-    return f"score {score} · {v.category} · model {model.version}"
+    flags = " · OUT OF DISTRIBUTION" if analysis.ood is not None and analysis.ood.out_of_distribution else ""
+    if analysis.slide_info.get("mpp_origin") not in (None, "file"):
+        flags += f" · µm/px ASSUMED ({analysis.plan.mpp:g})"
+    return f"score {score} · {v.category} · model {model.version}{flags}"
 
 
 def write_results(
