@@ -189,7 +189,7 @@ def write_results(
     cell_mm2 = analysis.plan.grid.cell_mm2(contract.mpp)
     regions = find_regions(grid_probs, analysis.plan.grid, contract.triage.tile_threshold, cell_mm2)
     write_text_atomic(folder / TILES, tiles_csv(analysis))
-    heat, scale = heatmap_image(grid_probs)
+    heat, scale = heatmap_image(grid_probs, floor=contract.triage.tile_threshold)
     save_image_atomic(folder / HEATMAP, heat)
     overlay = overlay_image(
         analysis.plan.thumbnail,
@@ -197,6 +197,7 @@ def write_results(
         analysis.plan.grid,
         grid_probs,
         caption=caption(model, analysis),
+        threshold=contract.triage.tile_threshold,
     )
     save_image_atomic(folder / OVERLAY, overlay)
     save_image_atomic(folder / TISSUE, Image.fromarray(analysis.plan.tissue_mask.astype(np.uint8) * 255))

@@ -16,6 +16,7 @@ from PIL import Image
 from PySide6.QtCore import QMarginsF, QSizeF, QUrl
 from PySide6.QtGui import QImage, QPageLayout, QPageSize, QPdfWriter, QTextDocument
 
+from engine.caveats import caveats
 from engine.outputs import write_bytes_atomic, write_text_atomic
 from engine.regions import Region
 from engine.triage import explain_score
@@ -40,6 +41,7 @@ class ReportData:
     thumbnail: NDArray[np.uint8]
     overlay: Image.Image
     created: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    model_card: list[tuple[str, str]] = field(default_factory=list)  # (what, text): metrics, use, limits
 
 
 def _png(image: Image.Image, side: int = IMAGE_SIDE_PX) -> bytes:
@@ -58,13 +60,18 @@ def report_html(data: ReportData, image_src: dict[str, str]) -> str:
     model = s.get("model", {})
     th = s.get("thresholds", {})
     tiles = s.get("tiles", {})
+    # Qt's rich text ignores CSS padding on cells: widths and cellpadding lay the table out
+    cell = '<td align="right">'
     rows = "".join(
-        f"<tr><td>{i}</td><td>{r.max_prob:.3f}</td><td>{r.mean_prob:.3f}</td>"
-        f"<td>{r.area_mm2:.3f}</td><td>{r.l0_centroid[0]:.0f}, {r.l0_centroid[1]:.0f}</td></tr>"
+        f"<tr>{cell}{i}</td>{cell}{r.max_prob:.3f}</td>{cell}{r.mean_prob:.3f}</td>"
+        f"{cell}{r.area_mm2:.3f}</td>{cell}{r.l0_centroid[0]:.0f}, {r.l0_centroid[1]:.0f}</td></tr>"
         for i, r in enumerate(data.regions[:MAX_REGIONS], start=1)
     )
+    notes = caveats(s)
+    warning = "".join(f'<p class="caveat">&#9888; {e(n)}</p>' for n in notes)
+    card = "".join(f'<tr><th width="22%">{e(k)}</th><td>{e(v)}</td></tr>' for k, v in data.model_card)
     more = len(data.regions) - MAX_REGIONS
-    facts = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in data.facts)
+    facts = "".join(f'<tr><th width="22%">{e(k)}</th><td>{e(v)}</td></tr>' for k, v in data.facts)
     version = e(str(model.get("version", "?")))
     sha = e(str(model.get("sha256", ""))[:12])
     analysed = f"{e(str(s.get('created', '')))}, engine {e(str(s.get('engine_version', '')))}"
@@ -78,10 +85,12 @@ td, th {{ padding: 1pt 6pt; text-align: left; vertical-align: top; }}
 .regions td, .regions th {{ border-bottom: 1px solid #ccc; }}
 .verdict {{ font-size: 13pt; font-weight: bold; }}
 .disclaimer {{ font-size: 8pt; color: #444; border-top: 1px solid #999; padding-top: 4pt; }}
+.caveat {{ font-weight: bold; color: #8a4b00; background-color: #fff3d6; }}
 </style></head><body>
 <h1>EquiTriage report: {e(data.slide_name)}</h1>
 <p class="verdict">Score {"n/a" if score is None else f"{float(score):.3f}"} &middot;
-{e(str(s.get("category", "")).upper())}</p>
+{e(str(s.get("category", "")).upper())}{" (see the warnings below)" if notes else ""}</p>
+{warning}
 <p>{tiles.get("analysed", 0)} tissue tiles analysed, {tiles.get("positive", 0)} above the tile
 threshold {th.get("tile", "?")}; estimated tumour area {s.get("tumour_area_mm2", 0)} mm&sup2;
 (regions the score believes), largest region {s.get("largest_region_mm2", "n/a")} mm&sup2;.
@@ -92,15 +101,18 @@ Categories: high &ge; {th.get("high", "?")}, intermediate &ge; {th.get("low", "?
 <td><img src="{image_src["overlay"]}" width="300"><br>Heatmap (tumour probability 0 &rarr; 1)</td>
 </tr></table>
 <h2 style="font-size:11pt">Suspicious regions ({len(data.regions)})</h2>
-<table class="regions" cellpadding="3" cellspacing="0">
-<tr><th>#</th><th>max p</th><th>mean p</th><th>area mm&sup2;</th><th>centre (level-0 px)</th></tr>
+<table class="regions" border="1" cellpadding="4" cellspacing="0" width="75%">
+<tr><th width="8%" align="right">#</th><th width="15%" align="right">max p</th>
+<th width="15%" align="right">mean p</th><th width="17%" align="right">area mm&sup2;</th>
+<th width="45%" align="right">centre (level-0 px)</th></tr>
 {rows}</table>
 {f"<p>and {more} more.</p>" if more > 0 else ""}
 <h2 style="font-size:11pt">Slide and model</h2>
-<table cellpadding="2" cellspacing="0">{facts}
+<table cellpadding="2" cellspacing="0" width="100%">{facts}
 <tr><th>Model</th><td>{version} (sha256 {sha}&hellip;)</td></tr>
 <tr><th>Analysed</th><td>{analysed}</td></tr>
-<tr><th>Report made</th><td>{e(data.created)}</td></tr></table>
+<tr><th>Report made</th><td>{e(data.created)}</td></tr>
+{card}</table>
 <p class="disclaimer">{e(DISCLAIMER)}</p>
 </body></html>
 """

@@ -67,8 +67,21 @@ def test_colourise_maps_probabilities_and_hides_missing_tiles() -> None:
 
     from engine.heatmap import colourise
 
-    probs = np.array([[0.0, 1.0, np.nan]], dtype=np.float32)
-    rgba = colourise(probs, alpha=200, fade_low=True)
-    assert tuple(rgba[0, 0, :3]) == (49, 54, 149) and tuple(rgba[0, 1, :3]) == (165, 0, 38)
-    assert rgba[0, 0, 3] == 40 and rgba[0, 1, 3] == 200 and rgba[0, 2, 3] == 0
-    assert (colourise(probs)[0, :2, 3] == 255).all()
+    probs = np.array([[0.2, 0.5, 1.0, np.nan]], dtype=np.float32)
+    rgba = colourise(probs, alpha=200, floor=0.5)
+    # below the floor and missing: transparent; the floor yellow, 1 dark red, both at alpha
+    assert rgba[0, 0, 3] == 0 and rgba[0, 3, 3] == 0
+    assert tuple(rgba[0, 1, :3]) == (255, 230, 40) and tuple(rgba[0, 2, :3]) == (110, 0, 20)
+    assert rgba[0, 1, 3] == 200 and rgba[0, 2, 3] == 200
+    assert (colourise(probs, floor=0.0)[0, :3, 3] == 255).all()  # solid at full opacity
+
+
+def test_heatmap_colours_stay_clear_of_haematoxylin_and_eosin() -> None:
+    """No colour of the map is near H&E purple or pink (hue 270-340 degrees)."""
+    import colorsys
+
+    from engine.heatmap import colour_lut
+
+    for r, g, b in colour_lut().tolist():
+        hue = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)[0] * 360
+        assert hue < 60 or hue > 345, (r, g, b, hue)
