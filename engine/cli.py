@@ -250,12 +250,15 @@ class _TileBar:
 
 
 def _table(outcomes: list[Any], remedies: dict[Remedy, str]) -> str:
+    from engine.caveats import short_flags
+
     rows = [("rank", "slide", "status", "score", "category", "tumour mm²", "")]
     for i, o in enumerate(outcomes, start=1):
         s = o.summary or {}
         score = "" if s.get("score") is None else f"{s['score']:.3f}"
         area = "" if not s else f"{s.get('tumour_area_mm2', 0):.2f}"
-        rows.append((str(i), o.job.name, o.status, score, s.get("category", ""), area, o.message(remedies)))
+        note = o.message(remedies) or short_flags(s)  # out of distribution, assumed µm/px
+        rows.append((str(i), o.job.name, o.status, score, s.get("category", ""), area, note))
     widths = [max(len(r[c]) for r in rows) for c in range(6)]
     return "\n".join(
         "  ".join(cell.ljust(widths[c]) if c < 6 else cell for c, cell in enumerate(r)).rstrip() for r in rows

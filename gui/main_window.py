@@ -22,6 +22,8 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QScrollArea,
+    QSizePolicy,
     QSplitter,
     QStatusBar,
     QTabWidget,
@@ -149,9 +151,17 @@ class MainWindow(QMainWindow):
         self.disclaimer.setWordWrap(True)
         self.disclaimer.setStyleSheet("QLabel { color: #444; background: #eef; padding: 3px; }")
         side_layout.addWidget(self.disclaimer)
+        # The overview keeps its height and the panel scrolls rather than squeezing: a verdict
+        # appearing never moves the Analyse and Cancel buttons.
+        self.overview.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         side_layout.addWidget(self.overview)
         self.side_tabs = QTabWidget()
-        self.side_tabs.addTab(self.results_panel, "Analysis")
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(self.results_panel)
+        self.side_tabs.addTab(scroll, "Analysis")
         self.side_tabs.addTab(self.info_panel, "Slide")
         side_layout.addWidget(self.side_tabs, 1)
         splitter = QSplitter(Qt.Orientation.Horizontal)

@@ -30,7 +30,7 @@ class Overview(QWidget):
         self._heat_dirty = True
 
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
-        return QSize(280, 220)
+        return QSize(280, 170)
 
     def set_slide(self, thumbnail: QImage | None, l0_size: tuple[int, int]) -> None:
         self._thumb = thumbnail
