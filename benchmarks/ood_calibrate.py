@@ -6,8 +6,11 @@
 2. Analyses the calibration slides with the engine: in distribution, the demo mosaic (PCam
    ``valid`` patches) and any mosaics given with ``--in-dist``; out of distribution, CMU-1
    (skin) and the TCGA head-and-neck slide at 0.25 and 0.5 µm/px (it records none).
-3. Prints each slide's scores and flag under the limits, and with ``--stamp OUT.onnx`` writes the
-   model with the measured colour reference and the limits in its contract (weights untouched).
+3. Prints each slide's scores and flag under the limits. With ``--choose`` it sets each
+   measure's far-fraction limit halfway (geometric mean) between the highest in-distribution and
+   the lowest out-of-distribution slide when they separate, and keeps the contract's limit (and
+   says so) when they do not; median limits stay as they are. With ``--stamp OUT.onnx`` it writes
+   the model with the colour reference and the limits in its contract (weights untouched).
 
     python -m benchmarks.ood_calibrate [--model M] [--data DIR] [--in-dist SLIDE...] [--stamp OUT]
 """
@@ -81,6 +84,18 @@ def calibration_slides(data: Path, in_dist: list[Path]) -> list[tuple[str, Path,
     return out
 
 
+def choose_far_fraction(inside: list[float], outside: list[float], current: float, name: str) -> float:
+    """Halfway (geometric mean) between the in- and out-of-distribution far fractions if every
+    out-of-distribution slide lies above every in-distribution one; else ``current``."""
+    if not inside or not outside or max(inside) >= min(outside):
+        say(f"{name}: far fractions do not separate the slides; limit stays {current}")
+        return current
+    low, high = max(max(inside), 1e-3), min(outside)
+    chosen = round(float(np.sqrt(low * high)), 3)
+    say(f"{name}: in-distribution up to {max(inside):.3f}, out from {high:.3f}: limit {chosen}")
+    return chosen
+
+
 def stamp(model_path: Path, out_path: Path, policy: OodPolicy) -> None:
     """Write ``model_path`` to ``out_path`` with ``policy`` in its contract (graph unchanged)."""
     import onnx
@@ -100,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     p.add_argument("--patches", type=int, default=4000, help="PCam train patches for the reference")
     p.add_argument("--in-dist", type=Path, nargs="*", default=[], help="more in-distribution slides")
+    p.add_argument("--choose", action="store_true", help="choose the far-fraction limits")
     p.add_argument("--stamp", type=Path, default=None, help="write the model with the policy here")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
     args = p.parse_args(argv)
@@ -124,11 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{name}: colour median {np.nanmedian(cd):.2f} p95 {np.nanpercentile(cd, 95):.2f}{fdt}")
     model = Model(model._session, replace(model.contract, ood=policy), model.path, model.sha256)
     wrong = 0
+    seen: list[tuple[bool, dict[str, object]]] = []
     for label, path, mpp, expected in calibration_slides(args.data, args.in_dist):
         with open_slide(path, mpp=mpp) as slide:
             a = analyse_slide(slide, model, AnalysisParams(read_threads=1))
         assert a.ood is not None
         v = a.ood.as_dict()
+        seen.append((expected, v))
         ok = a.ood.out_of_distribution == expected
         wrong += not ok
         say(
@@ -138,6 +156,24 @@ def main(argv: list[str] | None = None) -> int:
             f"OOD {a.ood.out_of_distribution} {'ok' if ok else 'WRONG'}"
         )
         numbers["slides"][label] = {**v, "out_of_distribution": a.ood.out_of_distribution}  # type: ignore[index]
+    if args.choose:
+        limits = {}
+        for key, attr in (
+            ("colour_far_fraction", "colour_limits"),
+            ("feature_far_fraction", "feature_limits"),
+        ):
+            current = getattr(policy, attr)
+            values = [(exp, float(x)) for exp, v in seen if isinstance(x := v[key], float | int)]
+            chosen = choose_far_fraction(
+                [x for exp, x in values if not exp],
+                [x for exp, x in values if exp],
+                current.far_fraction,
+                attr,
+            )
+            limits[attr] = replace(current, far_fraction=chosen)
+        policy = replace(policy, **limits)
+        numbers["limits"] = {k: vars(v) for k, v in limits.items()}
+        say("re-run without --choose on a stamped model to see the flags under the chosen limits")
     if args.json:
         args.json.write_text(json.dumps(numbers, indent=2))
     if args.stamp:

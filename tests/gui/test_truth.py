@@ -55,9 +55,7 @@ def test_mpp_dialog_has_no_guess(qtbot: QtBot) -> None:
     assert dialog.value() == 0.3 and ok.isEnabled()
 
 
-def test_folder_triage_default_mpp(
-    qtbot: QtBot, window: MainWindow, slides: Path, tmp_path: Path
-) -> None:
+def test_folder_triage_default_mpp(qtbot: QtBot, window: MainWindow, slides: Path, tmp_path: Path) -> None:
     folder = tmp_path / "cases"
     folder.mkdir()
     shutil.copyfile(slides / TCGA, folder / "case.svs")
