@@ -44,7 +44,7 @@ COL_SCORE = 3
 COL_CATEGORY = 4
 COL_REGION = 5
 DEFAULT_MPP_CHOICES = (
-    ("Ask: skip slides without µm/px", None),
+    ("none: report them as failed", None),
     ("40x scan: 0.25 µm/px", 0.25),
     ("20x scan: 0.5 µm/px", 0.5),
 )

@@ -163,6 +163,7 @@ class MppDialog(QDialog):
     def __init__(self, slide_name: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("µm per pixel")
+        self.setMinimumWidth(440)
         layout = QVBoxLayout(self)
         text = QLabel(
             f"{slide_name} does not record its pixel size. The score depends on it: choose "
