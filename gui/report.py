@@ -98,7 +98,8 @@ Categories: high &ge; {th.get("high", "?")}, intermediate &ge; {th.get("low", "?
 ({e(explain_score(th))}).</p>
 <table cellpadding="2" cellspacing="0"><tr>
 <td><img src="{image_src["thumbnail"]}" width="300"><br>Slide</td>
-<td><img src="{image_src["overlay"]}" width="300"><br>Heatmap (tumour probability 0 &rarr; 1)</td>
+<td><img src="{image_src["overlay"]}" width="300"><br>Heatmap: tumour probability,<br>
+yellow &rarr; red above the display threshold</td>
 </tr></table>
 <h2 style="font-size:11pt">Suspicious regions ({len(data.regions)})</h2>
 <table class="regions" border="1" cellpadding="4" cellspacing="0" width="75%">

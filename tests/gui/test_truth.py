@@ -176,3 +176,47 @@ def test_screenshot_without_a_display_goes_offscreen() -> None:
     assert headless_platform({"DISPLAY": ":0"}, "linux") is None
     assert headless_platform({"QT_QPA_PLATFORM": "xcb"}, "linux") is None
     assert headless_platform({}, "win32") is None
+
+
+def test_pdf_report_lays_the_regions_out_as_a_table(qapp: object, tmp_path: Path) -> None:
+    """Row 10 used to read "100.806": number and probability ran together."""
+    import subprocess
+
+    import numpy as np
+    from PIL import Image
+
+    from engine.regions import Region
+    from gui.report import ReportData, write_pdf_report
+
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext (poppler-utils) is not installed")
+    regions = [
+        Region(
+            ((0, i),),
+            (((0.0, 0.0), (1.0, 0.0), (1.0, 1.0)),),
+            0.806,
+            0.8,
+            0.009,
+            (10.0 * i, 5.0),
+            (0, 0, 1, 1),
+        )
+        for i in range(12)
+    ]
+    summary = {
+        "score": 0.5,
+        "category": "intermediate",
+        "slide": {"mpp_origin": "default", "mpp_used": 0.25, "file_mpp": None},
+        "out_of_distribution": True,
+        "ood": {"reasons": ["stain and texture unlike the training slides"]},
+    }
+    thumb = np.full((64, 64, 3), 230, np.uint8)
+    data = ReportData("case", [("File", "case.svs")], summary, regions, thumb, Image.fromarray(thumb))
+    out = tmp_path / "r.pdf"
+    write_pdf_report(out, data)
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(out), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line.split() for line in text.splitlines() if line.strip().startswith("10 ")]
+    assert rows and rows[0][:4] == ["10", "0.806", "0.800", "0.009"]
+    assert "max p" in text and "mean p" in text and "max pmean p" not in text
+    assert "Out of distribution" in text and "µm/px 0.25 is ASSUMED" in text
