@@ -103,3 +103,51 @@ def test_real_slides_are_told_apart(
     with open_slide(path, mpp=mpp) as s:
         a = analyse_slide(s, shipped, AnalysisParams(read_threads=1))
     assert a.ood is not None and a.ood.out_of_distribution is flagged
+
+
+def _features_model(tmp_path: Path, centre: tuple[float, float, float]) -> Model:
+    """The colour test model with its pooled colour exported as features, and feature
+    statistics centred on ``centre`` (variance 0.01 in every direction)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from engine.contract import METADATA_KEY, FeatureStats
+    from tests.onnx_models import colour_graph
+
+    graph = colour_graph()
+    graph.graph.output.append(helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["N", 3]))
+    stats = FeatureStats(
+        mean=centre,
+        components=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
+        variances=(0.01, 0.01),
+        residual_variance=0.01,
+        n_patches=10,
+    )
+    entry = graph.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = make_contract(features_name="flat", feature_stats=stats).to_json()
+    path = tmp_path / f"features-{centre[0]:.4f}.onnx"
+    onnx.save(graph, str(path))
+    return Model.load(path, threads=1)
+
+
+def test_feature_distance_joins_the_verdict(tmp_path: Path, tissue_slide: ArraySlide) -> None:
+    params = AnalysisParams(read_threads=1)
+    model = _features_model(tmp_path, (0.0, 0.0, 0.0))
+    # centre the statistics on this slide's own pooled colour: its tiles are near
+    patch = tissue_slide.read_region((900, 700), 0, (95, 95))[None]
+    from engine.preprocess import prepare
+
+    _, feats = model.infer_prepared(prepare(patch, model.contract))
+    assert feats is not None
+    own = (float(feats[0, 0]), float(feats[0, 1]), float(feats[0, 2]))
+    near = _features_model(tmp_path, own)
+    far = _features_model(tmp_path, (own[0] + 5.0, own[1], own[2]))
+    a_near = analyse_slide(tissue_slide, near, params)
+    a_far = analyse_slide(tissue_slide, far, params)
+    assert a_near.ood is not None and a_far.ood is not None
+    assert a_near.ood.features is not None and a_far.ood.features is not None
+    assert a_near.feature_distances is not None and len(a_near.feature_distances) == len(a_near.probs)
+    assert "tissue unlike the training patches" not in a_near.ood.reasons
+    assert "tissue unlike the training patches" in a_far.ood.reasons
+    assert a_far.ood.features.median is not None and a_far.ood.features.median > 10
