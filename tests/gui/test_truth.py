@@ -14,6 +14,7 @@ from pytestqt.qtbot import QtBot
 from engine.model import Model
 from gui.app import headless_platform
 from gui.dialogs import MppDialog, PreferencesDialog, about_html
+from gui.info_panel import slide_facts
 from gui.main_window import NOT_A_DIAGNOSIS, MainWindow
 from gui.results_panel import CATEGORY_COLOURS
 from gui.settings import Settings
@@ -33,6 +34,9 @@ def test_assumed_mpp_and_ood_are_in_the_verdict(qtbot: QtBot, window: MainWindow
     text = panel.caveat_label.text()
     assert "Out of distribution" in text and "µm/px 0.5 is ASSUMED" in text
     assert CATEGORY_COLOURS["low suspicion"] not in panel.category_label.text()  # never green
+    assert window.opened is not None
+    facts = dict(slide_facts(window.opened.slide))
+    assert "ASSUMED" in facts["µm/px"]
 
 
 def test_cmu_is_flagged_out_of_distribution(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
