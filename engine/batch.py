@@ -314,6 +314,9 @@ def summary_csv(outcomes: Iterable[SlideOutcome]) -> str:
             "path",
             "score_method",
             "largest_region_mm2",
+            "out_of_distribution",
+            "mpp_used",
+            "mpp_origin",
         ]
     )
     for rank, o in enumerate(ranked(outcomes), start=1):
@@ -333,6 +336,9 @@ def summary_csv(outcomes: Iterable[SlideOutcome]) -> str:
                 str(o.job.path),
                 "" if s is None else s.verdict.score_method,
                 "" if s is None or s.verdict.largest_region_mm2 is None else s.verdict.largest_region_mm2,
+                "" if s is None or s.out_of_distribution is None else str(s.out_of_distribution).lower(),
+                "" if s is None else s.slide.get("mpp_used", ""),
+                "" if s is None else s.slide.get("mpp_origin", ""),
             ]
         )
     return buf.getvalue()

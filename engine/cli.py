@@ -302,13 +302,16 @@ class _TileBar:
 
 
 def _table(outcomes: list[Any], remedies: dict[Remedy, str]) -> str:
+    from engine.caveats import short_flags
+
     rows = [("rank", "slide", "status", "score", "category", "tumour mm²", "")]
     for i, o in enumerate(outcomes, start=1):
         s = o.summary
         score = "" if s is None or s.score is None else f"{s.score:.3f}"
         area = "" if s is None else f"{s.verdict.tumour_area_mm2:.2f}"
         category = "" if s is None else s.category
-        rows.append((str(i), o.job.label, o.status, score, category, area, o.message(remedies)))
+        note = o.message(remedies) or ("" if s is None else short_flags(s))  # OOD, assumed µm/px
+        rows.append((str(i), o.job.label, o.status, score, category, area, note))
     widths = [max(len(r[c]) for r in rows) for c in range(6)]
     return "\n".join(
         "  ".join(cell.ljust(widths[c]) if c < 6 else cell for c, cell in enumerate(r)).rstrip() for r in rows

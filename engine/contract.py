@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.errors import ContractError
+from engine.ood import OodPolicy
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,7 @@ class ModelContract:
     info: Mapping[str, Any] = field(default_factory=dict)
     features_name: str | None = None
     feature_stats: FeatureStats | None = None
+    ood: OodPolicy = field(default_factory=OodPolicy)
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -174,6 +176,7 @@ class ModelContract:
         try:
             triage = TriagePolicy.from_dict(data.pop("triage", {}))
             stats = data.pop("feature_stats", None)
+            ood = OodPolicy.from_dict(data.pop("ood", {}))
             return cls(
                 input_size=int(data.pop("input_size")),
                 mpp=float(data.pop("mpp")),
@@ -185,6 +188,7 @@ class ModelContract:
                 model_version=str(data.pop("model_version")),
                 triage=triage,
                 feature_stats=None if stats is None else FeatureStats.from_dict(stats),
+                ood=ood,
                 **data,
             )
         except (KeyError, TypeError, ValueError) as exc:

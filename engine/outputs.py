@@ -181,6 +181,8 @@ def build_summary(
             score_method=v.score_method,
             largest_region_mm2=v.largest_region_mm2,
         ),
+        out_of_distribution=None if analysis.ood is None else analysis.ood.out_of_distribution,
+        ood=None if analysis.ood is None else analysis.ood.as_dict(),
         heatmap_px_per_cell=heatmap_scale,
         timings_s={
             **analysis.timings_s,
@@ -193,7 +195,10 @@ def build_summary(
 def caption(model: Model, analysis: SlideAnalysis) -> str:
     v = analysis.verdict
     score = "n/a" if v.score is None else f"{v.score:.3f}"
-    return f"score {score} · {v.category} · model {model.version}"
+    flags = " · OUT OF DISTRIBUTION" if analysis.ood is not None and analysis.ood.out_of_distribution else ""
+    if analysis.slide_info.get("mpp_origin") not in (None, "file"):
+        flags += f" · µm/px ASSUMED ({analysis.plan.mpp:g})"
+    return f"score {score} · {v.category} · model {model.version}{flags}"
 
 
 def write_results(
@@ -214,7 +219,7 @@ def write_results(
     cell_mm2 = analysis.plan.grid.cell_mm2(contract.mpp)
     regions = find_regions(grid_probs, analysis.plan.grid, contract.triage.tile_threshold, cell_mm2)
     write_text_atomic(folder / TILES, tiles_csv(analysis))
-    heat, scale = heatmap_image(grid_probs)
+    heat, scale = heatmap_image(grid_probs, floor=contract.triage.tile_threshold)
     save_image_atomic(folder / HEATMAP, heat)
     overlay = overlay_image(
         analysis.plan.thumbnail,
@@ -222,6 +227,7 @@ def write_results(
         analysis.plan.grid,
         grid_probs,
         caption=caption(model, analysis),
+        threshold=contract.triage.tile_threshold,
     )
     save_image_atomic(folder / OVERLAY, overlay)
     save_image_atomic(folder / TISSUE, Image.fromarray(analysis.plan.tissue_mask.astype(np.uint8) * 255))

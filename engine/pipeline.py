@@ -22,6 +22,7 @@ from PIL import Image
 from engine.contract import ModelContract
 from engine.errors import CancelledError, SlideTooSmallError
 from engine.model import Model
+from engine.ood import TILE_STATS, OodVerdict, judge_ood, tile_colour
 from engine.preprocess import prepare
 from engine.slide import Slide
 from engine.tiling import TileGrid, choose_level, lvl_read_size, plan_grid, tissue_fractions
@@ -97,6 +98,9 @@ class SlideAnalysis:
     probs: NDArray[np.float32]
     verdict: SlideVerdict
     timings_s: dict[str, float] = field(default_factory=dict)
+    ood: OodVerdict | None = None
+    colour_distances: NDArray[np.float64] | None = None
+    feature_distances: NDArray[np.float64] | None = None
 
     def prob_grid(self) -> NDArray[np.float32]:
         """t_rows x t_cols probabilities, NaN where no tile was analysed."""
@@ -179,6 +183,9 @@ def analyse_slide(
     )
 
     probs = np.empty(len(t_cols), dtype=np.float32)
+    colour = np.full((len(t_cols), len(TILE_STATS)), np.nan, dtype=np.float32)
+    fstats = contract.feature_stats
+    feat_dist = None if fstats is None else np.full(len(t_cols), np.nan, dtype=np.float64)
     done = 0
     if progress:
         progress(0, len(t_cols))
@@ -191,15 +198,18 @@ def analyse_slide(
         grid.input_px,
         params,
         cancel,
-        lambda p: prepare(p, contract),
+        lambda p: (prepare(p, contract), tile_colour(p)),
     )
     try:
-        for start, inputs in batches:
+        for start, (inputs, batch_colour) in batches:
             t0 = time.perf_counter()
-            batch_probs = model.predict_prepared(inputs)
+            batch_probs, features = model.infer_prepared(inputs)
             infer_s += time.perf_counter() - t0
             stop = start + len(batch_probs)
             probs[start:stop] = batch_probs
+            colour[start:stop] = batch_colour
+            if feat_dist is not None and fstats is not None and features is not None:
+                feat_dist[start:stop] = fstats.distance(features)
             done += len(batch_probs)
             if on_batch:
                 on_batch(TileBatch(t_cols[start:stop], t_rows[start:stop], batch_probs))
@@ -211,6 +221,7 @@ def analyse_slide(
     verdict = judge(
         prob_grid(grid, t_cols, t_rows, probs), contract.triage, cell_mm2=grid.cell_mm2(contract.mpp)
     )
+    colour_dist = contract.ood.colour.distance(colour)
     return SlideAnalysis(
         slide_info=slide.describe(),
         plan=plan,
@@ -222,6 +233,9 @@ def analyse_slide(
             "inference": round(infer_s, 3),
             "total": round(t_end - t_start, 3),
         },
+        ood=judge_ood(colour_dist, feat_dist, contract.ood),
+        colour_distances=colour_dist,
+        feature_distances=feat_dist,
     )
 
 
@@ -233,17 +247,18 @@ def _read_batches(
     input_px: int,
     params: AnalysisParams,
     cancel: threading.Event | None,
-    transform: Callable[[NDArray[np.uint8]], NDArray[Any]] | None = None,
-) -> Generator[tuple[int, NDArray[Any]], None, None]:
+    transform: Callable[[NDArray[np.uint8]], Any] | None = None,
+) -> Generator[tuple[int, Any], None, None]:
     """Yield (first index, patches) per batch, in order, reading ahead in a thread pool.
 
-    ``transform`` (the model's preprocessing) runs in the reader threads too, so the calling
-    thread only runs the model. When the generator is closed (finished, failed or cancelled),
-    the readers stop at their next tile and are joined before it returns.
+    ``transform`` (the model's preprocessing, and the tiles' colour for the out-of-distribution
+    check) runs in the reader threads too, so the calling thread only runs the model. When the
+    generator is closed (finished, failed or cancelled), the readers stop at their next tile and
+    are joined before it returns.
     """
     stop = threading.Event()
 
-    def read(start: int) -> NDArray[Any]:
+    def read(start: int) -> Any:
         chunk = l0_boxes[start : start + params.batch_size]
         out = np.empty((len(chunk), input_px, input_px, 3), dtype=np.uint8)
         for i, (x0, y0, _, _) in enumerate(chunk):
@@ -255,7 +270,7 @@ def _read_batches(
 
     starts = range(0, len(l0_boxes), params.batch_size)
     pool = ThreadPoolExecutor(max_workers=max(1, params.read_threads), thread_name_prefix="read")
-    pending: deque[tuple[int, Future[NDArray[Any]]]] = deque()
+    pending: deque[tuple[int, Future[Any]]] = deque()
     try:
         for start in starts:
             pending.append((start, pool.submit(read, start)))
@@ -271,8 +286,8 @@ def _read_batches(
 
 
 def _next_ready(
-    pending: deque[tuple[int, Future[NDArray[Any]]]], cancel: threading.Event | None
-) -> tuple[int, NDArray[Any]]:
+    pending: deque[tuple[int, Future[Any]]], cancel: threading.Event | None
+) -> tuple[int, Any]:
     if cancel is not None and cancel.is_set():
         raise CancelledError("analysis cancelled")
     start, fut = pending.popleft()

@@ -173,6 +173,8 @@ _KNOWN = {
     "heatmap_px_per_cell",
     "timings_s",
     "outputs",
+    "out_of_distribution",
+    "ood",
     *(f.name for f in fields(Verdict)),
 }
 
@@ -193,6 +195,8 @@ class SlideSummary:
     heatmap_px_per_cell: int = 1
     timings_s: dict[str, float] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
+    out_of_distribution: bool | None = None  # None: made before the check existed
+    ood: dict[str, Any] | None = None  # the out-of-distribution measures behind the flag
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = SUMMARY_FORMAT
 
@@ -225,6 +229,8 @@ class SlideSummary:
             "heatmap_px_per_cell": self.heatmap_px_per_cell,
             "timings_s": self.timings_s,
             "outputs": self.outputs,
+            "out_of_distribution": self.out_of_distribution,
+            "ood": self.ood,
         }
         for key, value in self.extra.items():
             out.setdefault(key, value)
@@ -236,6 +242,7 @@ class SlideSummary:
         data = migrate(data)
         try:
             ident = data.get("input")
+            ood_flag = data.get("out_of_distribution")
             return cls(
                 format_version=SUMMARY_FORMAT,
                 created=str(data.get("created", "")),
@@ -250,6 +257,8 @@ class SlideSummary:
                 heatmap_px_per_cell=int(data.get("heatmap_px_per_cell", 1)),
                 timings_s={k: float(v) for k, v in data.get("timings_s", {}).items()},
                 outputs=[str(o) for o in data.get("outputs", [])],
+                out_of_distribution=None if ood_flag is None else bool(ood_flag),
+                ood=data.get("ood"),
                 extra={k: v for k, v in data.items() if k not in _KNOWN},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

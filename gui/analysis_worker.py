@@ -123,9 +123,11 @@ class BatchWorker(QRunnable):
         out_dir: Path,
         model: Model,
         params: AnalysisParams,
+        default_mpp: float | None = None,
     ) -> None:
         super().__init__()
         self.token = token
+        self.default_mpp = default_mpp
         self.jobs = jobs
         self.out_dir = out_dir
         self.model = model
@@ -161,6 +163,7 @@ class BatchWorker(QRunnable):
                 on_done=on_done,
                 progress=progress,
                 cancel=self.cancel,
+                default_mpp=self.default_mpp,
             )
         except CancelledError:
             s.finished.emit(self.token, True)

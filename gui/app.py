@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -32,6 +32,17 @@ def app_dir() -> Path:
 
 
 LOG_FILE = app_dir() / "equitriage.log"
+
+
+def headless_platform(env: Mapping[str, str], platform: str = sys.platform) -> str | None:
+    """The Qt platform for an unattended ``--screenshot``: "offscreen" when there is no display
+    to open a window on (Linux without DISPLAY or WAYLAND_DISPLAY) and none was chosen; None to
+    let Qt choose (it would otherwise abort with a misleading xcb message)."""
+    if env.get("QT_QPA_PLATFORM") or not platform.startswith("linux"):
+        return None
+    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return None
+    return "offscreen"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +136,11 @@ def wait_until(done: Callable[[], bool], timeout_s: float) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    if args.screenshot:
+        platform = headless_platform(os.environ)
+        if platform:
+            log.info("no display: rendering the screenshot with Qt's %s platform", platform)
+            os.environ["QT_QPA_PLATFORM"] = platform
     try:
         from PySide6.QtWidgets import QApplication
 
@@ -162,20 +178,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             show_fatal("EquiTriage cannot start", str(exc), traceback.format_exc())
         return 3
     if args.screenshot:
-        return screenshot(window, args.screenshot, args.analyse, args.tab)
+        return screenshot(window, args.screenshot, args.analyse, args.tab, args.slide is not None)
     install_excepthook()
     return int(app.exec())
 
 
-def screenshot(window: object, out: Path, analyse: bool, tab: str) -> int:
+def screenshot(window: object, out: Path, analyse: bool, tab: str, has_slide: bool = True) -> int:
     """Wait for the slide or folder (and the analysis), save the window as PNG, exit."""
     from gui.main_window import MainWindow
 
     assert isinstance(window, MainWindow)
-    wait_until(
-        lambda: window.opened is not None or bool(window.batch_state.rows) or bool(window.errors),
-        60,
-    )
+    if has_slide:
+        wait_until(
+            lambda: window.opened is not None or bool(window.batch_state.rows) or bool(window.errors),
+            60,
+        )
     if analyse and window.batch_state.rows and window.opened is None:
         window.start_batch()
         wait_until(lambda: window.batch is not None, 60)

@@ -17,6 +17,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
+    QComboBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -31,15 +32,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.caveats import caveats, short_flags
 from engine.triage import explain_score
 from gui.batch_state import STATUS_ORDER, BatchRow, BatchState
-from gui.results_panel import CATEGORY_COLOURS
+from gui.results_panel import CATEGORY_COLOURS, CAVEAT_COLOUR
 
 COLUMNS = ("Slide", "Status", "Progress", "Score", "Category", "Region mm²", "Model", "Message")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 COL_PROGRESS = 2
 COL_SCORE = 3
+COL_CATEGORY = 4
 COL_REGION = 5
+DEFAULT_MPP_CHOICES = (
+    ("none: report them as failed", None),
+    ("40x scan: 0.25 µm/px", 0.25),
+    ("20x scan: 0.5 µm/px", 0.5),
+)
 Index = QModelIndex | QPersistentModelIndex
 
 
@@ -87,8 +95,12 @@ class BatchTableModel(QAbstractTableModel):
                 th = row.summary.thresholds
                 return explain_score(th.score_method, th.top_k)
             return row.error or str(row.job.path)
+        if role == Qt.ItemDataRole.ToolTipRole and col == COL_CATEGORY and row.summary is not None:
+            return "\n".join(caveats(row.summary)) or None
         if role == Qt.ItemDataRole.ForegroundRole:
-            if col == 4 and row.category in CATEGORY_COLOURS:
+            if col == COL_CATEGORY and row.summary is not None and short_flags(row.summary):
+                return QColor(CAVEAT_COLOUR)  # never green with a caveat
+            if col == COL_CATEGORY and row.category in CATEGORY_COLOURS:
                 return QColor(CATEGORY_COLOURS[row.category])
             if row.status == "failed":
                 return QColor("#b2182b")
@@ -104,8 +116,9 @@ class BatchTableModel(QAbstractTableModel):
             return "–" if row.status == "failed" else f"{row.fraction * 100:.0f} %"
         if col == COL_SCORE:
             return "" if row.score is None else f"{row.score:.3f}"
-        if col == 4:
-            return row.category
+        if col == COL_CATEGORY:
+            flags = "" if row.summary is None else short_flags(row.summary)
+            return f"{row.category} · {flags}" if flags else row.category
         if col == COL_REGION:
             return "" if row.largest_region_mm2 is None else f"{row.largest_region_mm2:.3f}"
         if col == 6:
@@ -168,8 +181,22 @@ class BatchView(QWidget):
         for b in (self.choose_button, self.start_button, self.cancel_button):
             bar.addWidget(b)
         layout.addLayout(bar)
+        mpp_row = QHBoxLayout()
+        mpp_label = QLabel("Slides that do not record their µm/px:")
+        self.default_mpp = QComboBox()
+        for text, value in DEFAULT_MPP_CHOICES:
+            self.default_mpp.addItem(text, value)
+        self.default_mpp.setToolTip(
+            "Used only for slides whose file records no µm/px; their results are marked "
+            "'µm/px assumed'. Slides with their own µm/px always use it."
+        )
+        mpp_label.setBuddy(self.default_mpp)
+        mpp_row.addWidget(mpp_label)
+        mpp_row.addWidget(self.default_mpp)
+        mpp_row.addStretch(1)
+        layout.addLayout(mpp_row)
         self.overall = QProgressBar()
-        self.overall.setFormat("%v of %m slides")
+        self.overall.setFormat("")  # no count until there is a folder
         self.overall.setRange(0, 1)
         self.overall.setValue(0)
         layout.addWidget(self.overall)
@@ -201,6 +228,12 @@ class BatchView(QWidget):
         self.start_button.setEnabled(not running and bool(self.state.rows))
         self.cancel_button.setEnabled(running)
         self.choose_button.setEnabled(not running)
+        self.default_mpp.setEnabled(not running)
+
+    def default_mpp_value(self) -> float | None:
+        """The µm/px for slides that record none (None: such slides fail with a message)."""
+        value = self.default_mpp.currentData()
+        return None if value is None else float(value)
 
     def row_at(self, view_row: int) -> BatchRow:
         source = self.proxy.mapToSource(self.proxy.index(view_row, 0))
@@ -214,6 +247,7 @@ class BatchView(QWidget):
         finished, total = self.state.counts()
         self.overall.setRange(0, max(total, 1))
         self.overall.setValue(finished)
+        self.overall.setFormat("%v of %m slides" if self.state.folder is not None else "")
 
     def _double_clicked(self, index: QModelIndex) -> None:
         row = self.state.rows[self.proxy.mapToSource(index).row()]

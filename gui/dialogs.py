@@ -6,21 +6,26 @@ import html
 from pathlib import Path
 
 from PySide6.QtWidgets import (
+    QButtonGroup,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QInputDialog,
+    QLabel,
     QLineEdit,
     QMessageBox,
     QPushButton,
+    QRadioButton,
     QSpinBox,
+    QVBoxLayout,
     QWidget,
 )
 
 from engine import __version__
 from engine.model import Model
+from engine.model_card import clinical_card
 from engine.triage import explain_score
 from gui.report import DISCLAIMER
 from gui.settings import Settings
@@ -33,6 +38,7 @@ class PreferencesDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("EquiTriage settings")
         form = QFormLayout(self)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.output_dir = QLineEdit(settings.output_dir)
         form.addRow("Results folder", self._with_browse(self.output_dir, folder=True))
         self.model_path = QLineEdit(settings.model_path)
@@ -56,6 +62,14 @@ class PreferencesDialog(QDialog):
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
         self._settings = settings
+        # wide enough for the paths and the stride's text, whatever the style's default
+        text_px = max(
+            self.fontMetrics().horizontalAdvance(t)
+            for t in (settings.output_dir, settings.model_path, self.model_path.placeholderText())
+        )
+        self.output_dir.setMinimumWidth(min(text_px + 24, 900))
+        self.model_path.setMinimumWidth(min(text_px + 24, 900))
+        self.stride.setMinimumWidth(self.stride.sizeHint().width())
 
     def _with_browse(self, edit: QLineEdit, folder: bool) -> QWidget:
         box = QWidget()
@@ -88,7 +102,8 @@ class PreferencesDialog(QDialog):
 
 
 def about_html(model: Model | None, model_error: str) -> str:
-    """About text: version, model card (from the model's contract) and the disclaimer."""
+    """About text: what the model is for, how well it did, its limits and thresholds, then the
+    technical identity; and the disclaimer."""
     e = html.escape
     parts = [f"<h3>EquiTriage {e(__version__)}</h3>", "<p>Offline triage of lymph-node slides.</p>"]
     if model is None:
@@ -96,22 +111,21 @@ def about_html(model: Model | None, model_error: str) -> str:
     else:
         c = model.contract
         t = c.triage
+        card = clinical_card(model)
         rows = [
-            ("Version", c.model_version),
-            ("File", str(model.path)),
-            ("SHA-256", model.sha256[:16] + "…"),
-            ("Input", f"{c.input_size} px at {c.mpp} µm/px"),
-            ("Classes", ", ".join(c.classes)),
+            ("Intended use", card.intended_use),
+            ("Measured", card.metrics_text()),
             (
-                "Triage",
-                f"{explain_score(t.score_method, t.top_k)}; "
-                f"high ≥ {t.high_threshold}, intermediate ≥ {t.low_threshold}; "
-                f"tile threshold {t.tile_threshold}",
+                "Thresholds",
+                f"high suspicion ≥ {t.high_threshold:g}, intermediate ≥ {t.low_threshold:g} "
+                f"({explain_score(t.score_method, t.top_k)}); "
+                f"{card.thresholds_note}",
             ),
+            ("Limits", card.limits),
+            ("Model", f"{c.model_version} (sha256 {model.sha256[:12]}…), {c.input_size} px at {c.mpp} µm/px"),
         ]
-        rows += [(str(k), card_value(v)) for k, v in c.info.items()]
-        parts.append("<h4>Model card</h4><table>")
-        parts += [f"<tr><td><b>{e(k)}</b></td><td>{e(v)}</td></tr>" for k, v in rows]
+        parts.append("<table cellspacing='4'>")
+        parts += [f"<tr><td valign='top'><b>{e(k)}</b></td><td>{e(v)}</td></tr>" for k, v in rows]
         parts.append("</table>")
     parts.append(f"<p><i>{e(DISCLAIMER)}</i></p>")
     return "".join(parts)
@@ -139,19 +153,72 @@ def show_about(parent: QWidget, model: Model | None, model_error: str) -> QMessa
     return box
 
 
+SCAN_CHOICES = (("40x scan", 0.25), ("20x scan", 0.5))
+
+
+class MppDialog(QDialog):
+    """Asks for the µm/px of a slide that does not record it. Nothing is pre-selected: OK stays
+    disabled until the user picks the scanner's magnification or types a value."""
+
+    def __init__(self, slide_name: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("µm per pixel")
+        self.setMinimumWidth(440)
+        layout = QVBoxLayout(self)
+        text = QLabel(
+            f"{slide_name} does not record its pixel size. The score depends on it: choose "
+            "how the slide was scanned. The result will be marked as made with an assumed µm/px."
+        )
+        text.setWordWrap(True)
+        layout.addWidget(text)
+        self.group = QButtonGroup(self)
+        self.choices: list[tuple[QRadioButton, float]] = []
+        for label, mpp in SCAN_CHOICES:
+            button = QRadioButton(f"{label} (about {mpp:g} µm/px)")
+            self.group.addButton(button)
+            self.choices.append((button, mpp))
+            layout.addWidget(button)
+        row = QHBoxLayout()
+        self.other = QRadioButton("Other:")
+        self.group.addButton(self.other)
+        self.other_value = QDoubleSpinBox()
+        self.other_value.setRange(0.05, 50.0)
+        self.other_value.setDecimals(4)
+        self.other_value.setSuffix(" µm/px")
+        self.other_value.setSpecialValueText("type a value")
+        self.other_value.setValue(0.05)
+        self.other_value.setEnabled(False)
+        row.addWidget(self.other)
+        row.addWidget(self.other_value, 1)
+        layout.addLayout(row)
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        layout.addWidget(self.buttons)
+        self.group.buttonToggled.connect(lambda *_: self._update())
+        self.other_value.valueChanged.connect(lambda *_: self._update())
+        self._update()
+
+    def value(self) -> float | None:
+        for button, mpp in self.choices:
+            if button.isChecked():
+                return mpp
+        if self.other.isChecked() and self.other_value.value() > self.other_value.minimum():
+            return float(self.other_value.value())
+        return None
+
+    def _update(self) -> None:
+        self.other_value.setEnabled(self.other.isChecked())
+        ok = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        ok.setEnabled(self.value() is not None)
+
+
 def ask_mpp(parent: QWidget, slide_name: str) -> float | None:
     """Ask for the µm/px of a slide that does not record it; None if the user cancels."""
-    value, ok = QInputDialog.getDouble(
-        parent,
-        "µm per pixel",
-        f"{slide_name} does not record its pixel size.\n"
-        "Enter µm per pixel (0.25 for a 40x scan, 0.5 for 20x):",
-        0.25,
-        0.05,
-        50.0,
-        4,
-    )
-    return value if ok else None
+    dialog = MppDialog(slide_name, parent)
+    return dialog.value() if dialog.exec() else None
 
 
 def default_export_name(folder: Path, stem: str, suffix: str) -> str:

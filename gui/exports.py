@@ -7,7 +7,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from engine.caveats import short_flags
 from engine.heatmap import overlay_image
+from engine.model import Model
+from engine.model_card import INTENDED_USE, LIMITS, THRESHOLDS_NOTE, clinical_card
 from engine.outputs import TILES, save_image_atomic, write_json_atomic
 from engine.regions import regions_geojson
 from engine.results import SavedAnalysis
@@ -28,7 +31,9 @@ def overlay_picture(opened: OpenedSlide, saved: SavedAnalysis, overlay: OverlayS
     """The thumbnail with the heatmap as shown (opacity, threshold), legend and caption."""
     thumb = opened.thumbnail
     score = "n/a" if saved.score is None else f"{saved.score:.3f}"
+    flags = short_flags(saved.summary)
     caption = f"score {score} · {saved.category} · model {saved.model_version}"
+    caption += f" · {flags}" if flags else ""
     return overlay_image(
         thumb,
         opened.slide.dimensions[0] / thumb.shape[1],
@@ -36,11 +41,32 @@ def overlay_picture(opened: OpenedSlide, saved: SavedAnalysis, overlay: OverlayS
         saved.prob_grid(),
         overlay.opacity,
         caption,
-        overlay.threshold or None,
+        overlay.threshold,
     )
 
 
-def export(kind: str, path: Path, opened: OpenedSlide, saved: SavedAnalysis, overlay: OverlayState) -> None:
+def card_rows(model: Model | None, saved: SavedAnalysis) -> list[tuple[str, str]]:
+    """The model card's numbers, use and limits for the report; the numbers only when the
+    current model made the result (another model's numbers would not describe it)."""
+    if model is None or model.sha256 != saved.model_sha256:
+        return [("Intended use", INTENDED_USE), ("Limits", LIMITS), ("Thresholds", THRESHOLDS_NOTE)]
+    card = clinical_card(model)
+    return [
+        ("Model measured", card.metrics_text()),
+        ("Intended use", card.intended_use),
+        ("Limits", card.limits),
+        ("Thresholds", card.thresholds_note),
+    ]
+
+
+def export(
+    kind: str,
+    path: Path,
+    opened: OpenedSlide,
+    saved: SavedAnalysis,
+    overlay: OverlayState,
+    model: Model | None = None,
+) -> None:
     """Write one export to ``path``; raises OutputError/OSError if it cannot be written.
 
     The GeoJSON holds the regions as displayed (at the current threshold).
@@ -59,6 +85,7 @@ def export(kind: str, path: Path, opened: OpenedSlide, saved: SavedAnalysis, ove
             list(overlay.regions),
             opened.thumbnail,
             overlay_picture(opened, saved, overlay),
+            model_card=card_rows(model, saved),
         )
         write_report(path, data)
     else:

@@ -18,6 +18,9 @@ def slide_facts(slide: Slide) -> list[tuple[str, str]]:
     levels = ", ".join(f"{lw}×{lh}" for lw, lh in slide.level_dimensions)
     if slide.mpp:
         mpp = f"{slide.mpp:.4g} µm/px ({slide.mpp_source})"
+        if slide.mpp_origin != "file":
+            given = "given instead of the file's" if slide.file_mpp is not None else "the file records none"
+            mpp += f", ASSUMED: {given}"
         size = f"{w} × {h} px  ({w * slide.mpp / 1000:.2f} × {h * slide.mpp / 1000:.2f} mm)"
     else:
         mpp = "not recorded: you will be asked before analysing"

@@ -22,7 +22,10 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
+    QScrollArea,
+    QSizePolicy,
     QSplitter,
+    QStatusBar,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -62,6 +65,23 @@ SLIDE_FILTER = (
 )
 
 
+NOT_A_DIAGNOSIS = "Triage aid, not a diagnosis: every slide must still be read by a pathologist."
+
+
+class ElidingStatusBar(QStatusBar):
+    """Long messages are cut with "…" before the permanent widgets (full text in the tooltip),
+    so they never run into the model label."""
+
+    def showMessage(self, text: str, timeout: int | None = 0) -> None:  # noqa: N802 (Qt API)
+        permanent = sum(
+            w.sizeHint().width() + 12 for w in self.findChildren(QLabel) if w.property("permanent")
+        )
+        room = max(40, self.width() - permanent - 24)
+        shown = self.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, room)
+        self.setToolTip(text if shown != text else "")
+        super().showMessage(shown, timeout or 0)
+
+
 class MainWindow(QMainWindow):
     def __init__(self, settings: Settings | None = None, not_saved: dict[str, Any] | None = None) -> None:
         """``not_saved``: stored values of settings overridden for this session only."""
@@ -99,9 +119,12 @@ class MainWindow(QMainWindow):
         )
         self._build_ui()
         self._build_menus()
-        self.statusBar().showMessage("Ready")
+        self.setStatusBar(ElidingStatusBar(self))
         self.model_status = QLabel("")
+        self.model_status.setProperty("permanent", True)
+        self.model_status.setFrameShape(QLabel.Shape.StyledPanel)
         self.statusBar().addPermanentWidget(self.model_status)
+        self.statusBar().showMessage("Ready")
         self.models.loading.connect(lambda: self.model_status.setText("Loading model…"))
         self.models.loaded.connect(self._model_loaded)
         self.models.failed.connect(self._model_failed)
@@ -125,9 +148,21 @@ class MainWindow(QMainWindow):
         side = QWidget()
         side_layout = QVBoxLayout(side)
         side_layout.setContentsMargins(0, 0, 0, 0)
+        self.disclaimer = QLabel(NOT_A_DIAGNOSIS)
+        self.disclaimer.setWordWrap(True)
+        self.disclaimer.setStyleSheet("QLabel { color: #444; background: #eef; padding: 3px; }")
+        side_layout.addWidget(self.disclaimer)
+        # The overview keeps its height and the panel scrolls rather than squeezing: a verdict
+        # appearing never moves the Analyse and Cancel buttons.
+        self.overview.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         side_layout.addWidget(self.overview)
         self.side_tabs = QTabWidget()
-        self.side_tabs.addTab(self.results_panel, "Analysis")
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(self.results_panel)
+        self.side_tabs.addTab(scroll, "Analysis")
         self.side_tabs.addTab(self.info_panel, "Slide")
         side_layout.addWidget(self.side_tabs, 1)
         splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -554,7 +589,9 @@ class MainWindow(QMainWindow):
         self.batch_state.mark_queued()
         jobs = [row.job for row in self.batch_state.rows]
         out = self.batch_state.out_dir or Path(self.settings.output_dir)
-        worker = BatchWorker(self._token, jobs, out, model, self.params())
+        worker = BatchWorker(
+            self._token, jobs, out, model, self.params(), self.batch_view.default_mpp_value()
+        )
         s = worker.signals
         s.started.connect(lambda _t, job: self.batch_state.started(job))
         s.progress.connect(self._batch_progress)
@@ -613,7 +650,7 @@ class MainWindow(QMainWindow):
             return
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
-            exports.export(kind, path, self.opened, self.saved, self.overlay)
+            exports.export(kind, path, self.opened, self.saved, self.overlay, self.model)
         except (EquiTriageError, OSError) as exc:
             # The export's own file, not the results folder: the remedy is another place.
             reason = getattr(exc, "strerror", None) or exc
@@ -664,7 +701,24 @@ class MainWindow(QMainWindow):
             self.opened.slide.close()
             self.opened = None
 
+    def confirm_quit(self) -> bool:
+        """Asked when quitting with an analysis or folder triage running (tests replace this)."""
+        what = "An analysis" if self.analysis is not None else "A folder triage"
+        answer = QMessageBox.question(
+            self,
+            "Quit EquiTriage?",
+            f"{what} is running. Quit and stop it? A folder triage resumes where it stopped "
+            "when started again; a slide's analysis starts over.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        running = self.analysis is not None or self.batch is not None
+        if running and not self.confirm_quit():
+            event.ignore()
+            return
         try:
             self.save_settings()
         except Exception:  # settings must never block quitting

@@ -30,7 +30,7 @@ class Overview(QWidget):
         self._heat_dirty = True
 
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
-        return QSize(280, 220)
+        return QSize(280, 170)
 
     def set_slide(self, thumbnail: QImage | None, l0_size: tuple[int, int]) -> None:
         self._thumb = thumbnail
@@ -66,7 +66,8 @@ class Overview(QWidget):
         if extent is not None and self.overlay.visible:
             if self._heat_dirty:
                 probs = self.overlay.shown_probs()
-                self._heat = rgba_to_qimage(colourise(probs, fade_low=True)) if probs.size else None
+                heat = colourise(probs, floor=self.overlay.threshold)
+                self._heat = rgba_to_qimage(heat) if probs.size else None
                 self._heat_dirty = False
             if self._heat is not None:
                 x0, y0, x1, y1 = extent

@@ -15,6 +15,7 @@ from PIL import Image
 from PySide6.QtCore import QMarginsF, QSizeF, QUrl
 from PySide6.QtGui import QImage, QPageLayout, QPageSize, QPdfWriter, QTextDocument
 
+from engine.caveats import caveats
 from engine.outputs import write_bytes_atomic, write_text_atomic
 from engine.regions import Region
 from engine.summary import SlideSummary
@@ -40,6 +41,7 @@ class ReportData:
     thumbnail: NDArray[np.uint8]
     overlay: Image.Image
     created: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    model_card: list[tuple[str, str]] = field(default_factory=list)  # (what, text): metrics, use, limits
 
 
 def _png(image: Image.Image, side: int = IMAGE_SIDE_PX) -> bytes:
@@ -59,13 +61,18 @@ def report_html(data: ReportData, image_src: dict[str, str]) -> str:
     th = s.thresholds
     tiles = s.tiles
     largest = "n/a" if s.verdict.largest_region_mm2 is None else f"{s.verdict.largest_region_mm2:g}"
+    # Qt's rich text ignores CSS padding on cells: widths and cellpadding lay the table out
+    cell = '<td align="right">'
     rows = "".join(
-        f"<tr><td>{i}</td><td>{r.max_prob:.3f}</td><td>{r.mean_prob:.3f}</td>"
-        f"<td>{r.area_mm2:.3f}</td><td>{r.l0_centroid[0]:.0f}, {r.l0_centroid[1]:.0f}</td></tr>"
+        f"<tr>{cell}{i}</td>{cell}{r.max_prob:.3f}</td>{cell}{r.mean_prob:.3f}</td>"
+        f"{cell}{r.area_mm2:.3f}</td>{cell}{r.l0_centroid[0]:.0f}, {r.l0_centroid[1]:.0f}</td></tr>"
         for i, r in enumerate(data.regions[:MAX_REGIONS], start=1)
     )
+    notes = caveats(s)
+    warning = "".join(f'<p class="caveat">&#9888; {e(n)}</p>' for n in notes)
+    card = "".join(f'<tr><th width="22%">{e(k)}</th><td>{e(v)}</td></tr>' for k, v in data.model_card)
     more = len(data.regions) - MAX_REGIONS
-    facts = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in data.facts)
+    facts = "".join(f'<tr><th width="22%">{e(k)}</th><td>{e(v)}</td></tr>' for k, v in data.facts)
     version = e(model.version)
     sha = e(model.sha256[:12])
     analysed = f"{e(s.created)}, engine {e(s.engine_version)}"
@@ -79,10 +86,12 @@ td, th {{ padding: 1pt 6pt; text-align: left; vertical-align: top; }}
 .regions td, .regions th {{ border-bottom: 1px solid #ccc; }}
 .verdict {{ font-size: 13pt; font-weight: bold; }}
 .disclaimer {{ font-size: 8pt; color: #444; border-top: 1px solid #999; padding-top: 4pt; }}
+.caveat {{ font-weight: bold; color: #8a4b00; background-color: #fff3d6; }}
 </style></head><body>
 <h1>EquiTriage report: {e(data.slide_name)}</h1>
 <p class="verdict">Score {"n/a" if score is None else f"{float(score):.3f}"} &middot;
-{e(s.category.upper())}</p>
+{e(s.category.upper())}{" (see the warnings below)" if notes else ""}</p>
+{warning}
 <p>{tiles.analysed} tissue tiles analysed, {tiles.positive} above the tile
 threshold {th.tile:g}; estimated tumour area {s.verdict.tumour_area_mm2} mm&sup2;
 (regions the score believes), largest region {largest} mm&sup2;.
@@ -90,18 +99,22 @@ Categories: high &ge; {th.high:g}, intermediate &ge; {th.low:g}
 ({e(explain_score(th.score_method, th.top_k))}).</p>
 <table cellpadding="2" cellspacing="0"><tr>
 <td><img src="{image_src["thumbnail"]}" width="300"><br>Slide</td>
-<td><img src="{image_src["overlay"]}" width="300"><br>Heatmap (tumour probability 0 &rarr; 1)</td>
+<td><img src="{image_src["overlay"]}" width="300"><br>Heatmap: tumour probability,<br>
+yellow &rarr; red above the display threshold</td>
 </tr></table>
 <h2 style="font-size:11pt">Suspicious regions ({len(data.regions)})</h2>
-<table class="regions" cellpadding="3" cellspacing="0">
-<tr><th>#</th><th>max p</th><th>mean p</th><th>area mm&sup2;</th><th>centre (level-0 px)</th></tr>
+<table class="regions" border="1" cellpadding="4" cellspacing="0" width="75%">
+<tr><th width="8%" align="right">#</th><th width="15%" align="right">max p</th>
+<th width="15%" align="right">mean p</th><th width="17%" align="right">area mm&sup2;</th>
+<th width="45%" align="right">centre (level-0 px)</th></tr>
 {rows}</table>
 {f"<p>and {more} more.</p>" if more > 0 else ""}
 <h2 style="font-size:11pt">Slide and model</h2>
-<table cellpadding="2" cellspacing="0">{facts}
+<table cellpadding="2" cellspacing="0" width="100%">{facts}
 <tr><th>Model</th><td>{version} (sha256 {sha}&hellip;)</td></tr>
 <tr><th>Analysed</th><td>{analysed}</td></tr>
-<tr><th>Report made</th><td>{e(data.created)}</td></tr></table>
+<tr><th>Report made</th><td>{e(data.created)}</td></tr>
+{card}</table>
 <p class="disclaimer">{e(DISCLAIMER)}</p>
 </body></html>
 """

@@ -19,7 +19,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.heatmap import colour_lut
+from engine.caveats import caveats
+from engine.heatmap import legend_bar
 from engine.summary import SlideSummary
 from engine.triage import explain_score
 from gui.state import OverlayState
@@ -30,6 +31,8 @@ CATEGORY_COLOURS = {
     "low suspicion": "#1a7837",
     "no tissue": "#666666",
 }
+CAVEAT_COLOUR = "#8a4b00"  # a result with caveats is never shown in green
+PROGRESS_LINES = 2  # the progress text's height is kept, so the buttons above never move
 
 
 class Legend(QWidget):
@@ -39,8 +42,6 @@ class Legend(QWidget):
         super().__init__(parent)
         self.overlay = overlay
         overlay.subscribe(lambda _what: self.update())
-        lut = colour_lut()
-        self._bar = QImage(lut.tobytes(), 256, 1, 768, QImage.Format.Format_RGB888).copy()
         self.setMinimumHeight(38)
 
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
@@ -49,7 +50,8 @@ class Legend(QWidget):
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         p = QPainter(self)
         bar = QRectF(6, 4, self.width() - 12, 12)
-        p.drawImage(bar, self._bar)
+        row = legend_bar(self.overlay.threshold)
+        p.drawImage(bar, QImage(row.tobytes(), len(row), 1, 3 * len(row), QImage.Format.Format_RGB888))
         p.setPen(QColor(60, 60, 60))
         p.drawRect(bar)
         fm = p.fontMetrics()
@@ -62,7 +64,6 @@ class Legend(QWidget):
             )
         if self.overlay.threshold > 0:
             x = bar.x() + self.overlay.threshold * bar.width()
-            p.fillRect(QRectF(bar.x(), bar.y(), x - bar.x(), bar.height()), QColor(255, 255, 255, 190))
             p.setPen(QColor(0, 0, 0))
             p.drawLine(int(x), int(bar.y()) - 2, int(x), int(bar.bottom()) + 2)
 
@@ -98,6 +99,10 @@ class ResultsPanel(QWidget):
         self.progress.setFormat("%p %")
         self.progress_label = QLabel("")
         self.progress_label.setWordWrap(True)
+        self.progress_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.progress_label.setFixedHeight(
+            self.progress_label.fontMetrics().lineSpacing() * PROGRESS_LINES + 4
+        )
         run.addWidget(self.progress)
         run.addWidget(self.progress_label)
         layout.addWidget(run_box)
@@ -115,9 +120,22 @@ class ResultsPanel(QWidget):
         self.category_label.setTextFormat(Qt.TextFormat.RichText)
         self.details_label = QLabel("")
         self.details_label.setWordWrap(True)
+        self.caveat_label = QLabel("")
+        self.caveat_label.setWordWrap(True)
+        self.caveat_label.setStyleSheet(
+            f"QLabel {{ color: {CAVEAT_COLOUR}; background: #fff3d6; border: 1px solid {CAVEAT_COLOUR};"
+            " padding: 3px; font-weight: bold; }"
+        )
+        self.caveat_label.hide()
         self.model_label = QLabel("")
         self.model_label.setWordWrap(True)
-        for w in (self.score_label, self.category_label, self.details_label, self.model_label):
+        for w in (
+            self.score_label,
+            self.category_label,
+            self.caveat_label,
+            self.details_label,
+            self.model_label,
+        ):
             verdict.addWidget(w)
         layout.addWidget(verdict_box)
 
@@ -155,6 +173,10 @@ class ResultsPanel(QWidget):
         self.regions.setUniformRowHeights(True)
         self.regions.itemClicked.connect(self._item_clicked)
         self.regions.itemActivated.connect(self._item_clicked)
+        # header and a few rows stay visible even when the list is empty
+        self.regions.setMinimumHeight(
+            self.regions.header().sizeHint().height() + 4 * self.fontMetrics().height() + 8
+        )
         regions.addWidget(self.regions)
         layout.addWidget(regions_box, 1)
 
@@ -173,6 +195,8 @@ class ResultsPanel(QWidget):
         self.score_label.setText(text)
         self.category_label.setText("")
         self.details_label.setText("")
+        self.caveat_label.setText("")
+        self.caveat_label.hide()
         self.model_label.setText("")
 
     def show_verdict(self, summary: SlideSummary, note: str = "") -> None:
@@ -180,11 +204,14 @@ class ResultsPanel(QWidget):
         score = summary.score
         category = summary.category
         self.score_label.setText("Score –" if score is None else f"Score {score:.3f}")
-        colour = CATEGORY_COLOURS.get(category, "#333333")
+        notes = caveats(summary)
+        colour = CAVEAT_COLOUR if notes else CATEGORY_COLOURS.get(category, "#333333")
+        badge = category.upper() + (" ?" if notes else "")
         self.category_label.setText(
-            f'<span style="background:{colour}; color:white; padding:2px 6px;">'
-            f"&nbsp;{category.upper()}&nbsp;</span>"
+            f'<span style="background:{colour}; color:white; padding:2px 6px;">&nbsp;{badge}&nbsp;</span>'
         )
+        self.caveat_label.setText("⚠ " + "\n⚠ ".join(notes))
+        self.caveat_label.setVisible(bool(notes))
         th = summary.thresholds
         tiles = summary.tiles
         largest = summary.verdict.largest_region_mm2

@@ -36,14 +36,15 @@ class Settings:
     model_path: str = ""
     threads: int = field(default_factory=default_threads)
     stride_px: int = 0  # 0: the model's input size (no overlap)
-    opacity: float = 0.6
-    threshold: float = 0.0
+    opacity: float = 0.8
+    threshold: float = 0.5  # heatmap display threshold: tiles below it are not coloured
     heatmap_visible: bool = True
     recent_files: list[str] = field(default_factory=list)
     last_folder: str = ""
 
     def add_recent(self, path: Path) -> None:
-        text = str(path)
+        """Remember ``path`` absolute, so it opens whatever folder the app starts from."""
+        text = str(Path(path).resolve())
         self.recent_files = [text, *[p for p in self.recent_files if p != text]][:MAX_RECENT]
 
 

@@ -116,6 +116,22 @@ class Viewport:
         self.centre_on((x0 + x1) / 2, (y0 + y1) / 2, zoom)
 
 
+OUTLINED_AT_LOW_ZOOM = 5
+LOW_ZOOM_FACTOR = 4.0
+
+
+def outlined_regions(n_regions: int, zoom: float, fit_zoom: float, selected: int | None) -> list[int]:
+    """Which regions the viewer outlines: at low zoom (under ``LOW_ZOOM_FACTOR`` times the fit
+    zoom) only the top ``OUTLINED_AT_LOW_ZOOM`` (regions are sorted most suspicious first) and
+    the selected one, so the whole-slide view is not a net of small outlines; closer, all."""
+    if zoom >= LOW_ZOOM_FACTOR * fit_zoom:
+        return list(range(n_regions))
+    shown = list(range(min(n_regions, OUTLINED_AT_LOW_ZOOM)))
+    if selected is not None and OUTLINED_AT_LOW_ZOOM <= selected < n_regions:
+        shown.append(selected)
+    return shown
+
+
 def eta_s(done: int, total: int, elapsed_s: float) -> float | None:
     """Seconds left at the rate so far; None until there is a rate."""
     if done <= 0 or total <= 0 or elapsed_s <= 0:
@@ -144,8 +160,8 @@ class OverlayState(Observable):
 
     grid: TileGrid | None = None
     probs: NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), np.float32))
-    opacity: float = 0.6
-    threshold: float = 0.0
+    opacity: float = 0.8
+    threshold: float = 0.5  # heatmap display threshold: tiles below it are not coloured
     visible: bool = True
     tile_threshold: float = 0.5
     cell_mm2: float = 0.0

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import QWidget
 from engine.heatmap import colourise
 from engine.slide import Slide
 from gui.scale_bar import format_magnification, magnification, scale_bar
-from gui.state import OverlayState, Viewport
+from gui.state import OverlayState, Viewport, outlined_regions
 from gui.tile_cache import TILE_PX, level_for_zoom, tile_spec, visible_tiles
 from gui.tile_loader import TileLoader, rgb_to_qimage, rgba_to_qimage
 
@@ -64,7 +64,6 @@ class SlideViewer(QWidget):
         self._heat: QImage | None = None
         self._heat_dirty = True
         self._region_paths: list[QPainterPath] = []
-        self._all_regions = QPainterPath()
         self._drag_from: QPointF | None = None
         self._target_zoom: float | None = None
         self._zoom_anchor = QPointF()
@@ -188,9 +187,6 @@ class SlideViewer(QWidget):
             self._heat_dirty = True
         if what == "regions":
             self._region_paths = [self._region_path(r.rings) for r in self.overlay.regions]
-            self._all_regions = QPainterPath()
-            for path in self._region_paths:
-                self._all_regions.addPath(path)
         self.update()
 
     @staticmethod
@@ -207,7 +203,8 @@ class SlideViewer(QWidget):
         if self._heat_dirty:
             self._heat_dirty = False
             probs = self.overlay.shown_probs()
-            self._heat = rgba_to_qimage(colourise(probs, fade_low=True)) if probs.size else None
+            heat = colourise(probs, floor=self.overlay.threshold)
+            self._heat = rgba_to_qimage(heat) if probs.size else None
         return self._heat
 
     # -- painting ----------------------------------------------------------------------------
@@ -262,7 +259,8 @@ class SlideViewer(QWidget):
             pen.setCosmetic(True)
             pen.setWidthF(1.5)
             p.setPen(pen)
-            p.drawPath(self._all_regions)
+            for i in outlined_regions(len(self._region_paths), vp.zoom, vp.fit_zoom, self.overlay.selected):
+                p.drawPath(self._region_paths[i])
             selected = self.overlay.selected
             if selected is not None and 0 <= selected < len(self._region_paths):
                 pen = QPen(QColor(0, 200, 255))

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from engine.errors import OutputError
-from engine.heatmap import colour_lut
+from engine.heatmap import colour_lut, lut_index
 from engine.model import Model
 from engine.outputs import read_summary, write_json_atomic, write_results
 from engine.pipeline import AnalysisParams, analyse_slide
@@ -36,11 +36,17 @@ def test_every_output_is_written(tmp_path: Path, tissue_slide: ArraySlide, model
     heat = Image.open(folder / "heatmap.png")
     scale = summary.heatmap_px_per_cell
     assert heat.size == (analysis.plan.grid.t_cols * scale, analysis.plan.grid.t_rows * scale)
-    heat_rgb = np.asarray(heat.convert("RGB"))
-    # A cell the model scored is coloured from the colour map; a cell without a tile is not.
-    r0, c0 = int(analysis.plan.t_rows[0]), int(analysis.plan.t_cols[0])
-    expected = colour_lut()[round(float(analysis.probs[0]) * 255)]
-    assert tuple(heat_rgb[r0 * scale, c0 * scale]) == pytest.approx(tuple(expected), abs=2)
+    # A cell the model scored is coloured from the colour map above the tile threshold and
+    # transparent below it; a cell without a tile is transparent.
+    floor = model.contract.triage.tile_threshold
+    heat_rgba = np.asarray(heat.convert("RGBA"))
+    for r, c, p in zip(analysis.plan.t_rows, analysis.plan.t_cols, analysis.probs, strict=True):
+        pixel = heat_rgba[int(r) * scale, int(c) * scale]
+        if p >= floor:
+            expected = colour_lut()[lut_index(np.array([p]), floor)[0]]
+            assert tuple(pixel[:3]) == pytest.approx(tuple(expected), abs=2) and pixel[3] == 255
+        else:
+            assert pixel[3] == 0
     overlay = Image.open(folder / "overlay.png")
     assert overlay.width >= analysis.plan.thumbnail.shape[1]
     geo = json.loads((folder / "regions.geojson").read_text())
@@ -78,8 +84,21 @@ def test_colourise_maps_probabilities_and_hides_missing_tiles() -> None:
 
     from engine.heatmap import colourise
 
-    probs = np.array([[0.0, 1.0, np.nan]], dtype=np.float32)
-    rgba = colourise(probs, alpha=200, fade_low=True)
-    assert tuple(rgba[0, 0, :3]) == (49, 54, 149) and tuple(rgba[0, 1, :3]) == (165, 0, 38)
-    assert rgba[0, 0, 3] == 40 and rgba[0, 1, 3] == 200 and rgba[0, 2, 3] == 0
-    assert (colourise(probs)[0, :2, 3] == 255).all()
+    probs = np.array([[0.2, 0.5, 1.0, np.nan]], dtype=np.float32)
+    rgba = colourise(probs, alpha=200, floor=0.5)
+    # below the floor and missing: transparent; the floor yellow, 1 dark red, both at alpha
+    assert rgba[0, 0, 3] == 0 and rgba[0, 3, 3] == 0
+    assert tuple(rgba[0, 1, :3]) == (255, 230, 40) and tuple(rgba[0, 2, :3]) == (110, 0, 20)
+    assert rgba[0, 1, 3] == 200 and rgba[0, 2, 3] == 200
+    assert (colourise(probs, floor=0.0)[0, :3, 3] == 255).all()  # solid at full opacity
+
+
+def test_heatmap_colours_stay_clear_of_haematoxylin_and_eosin() -> None:
+    """No colour of the map is near H&E purple or pink (hue 270-340 degrees)."""
+    import colorsys
+
+    from engine.heatmap import colour_lut
+
+    for r, g, b in colour_lut().tolist():
+        hue = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)[0] * 360
+        assert hue < 60 or hue > 345, (r, g, b, hue)

@@ -157,7 +157,7 @@ def test_about_shows_model_card_and_disclaimer(qtbot: QtBot, window: MainWindow)
     box = window.last_dialog
     assert isinstance(box, QMessageBox) and box.isVisible()
     assert "test-colour-1" in box.text() and "not a diagnosis" in box.text()
-    assert "high ≥ 0.8" in box.text()
+    assert "high suspicion ≥ 0.8" in box.text() and "provisional" in box.text()
     box.done(0)
 
 

@@ -1,0 +1,62 @@
+"""What a reader must know before trusting a result: assumed µm/px, out-of-distribution tissue.
+
+Every front end (verdict panel, report, folder triage, overlay caption) words a result's caveats
+from here, so none of them can show a score without them.
+"""
+
+from __future__ import annotations
+
+from engine.ood import describe as describe_ood
+from engine.summary import SlideSummary
+
+
+def mpp_assumed(summary: SlideSummary) -> bool:
+    """Whether the µm/px used was not the one the slide file records (given or defaulted)."""
+    origin = summary.slide.get("mpp_origin")
+    return origin is not None and origin != "file"
+
+
+def mpp_caveat(summary: SlideSummary) -> str:
+    """One line on an assumed µm/px, or "" when the file's own was used."""
+    if not mpp_assumed(summary):
+        return ""
+    slide = summary.slide
+    used = slide.get("mpp_used")
+    file_mpp = slide.get("file_mpp")
+    value = "?" if used is None else f"{float(used):g}"
+    if file_mpp is not None:
+        return (
+            f"µm/px {value} was given instead of the file's {float(file_mpp):g}: "
+            "the score depends on it; check it."
+        )
+    how = "a folder default" if slide.get("mpp_origin") == "default" else "given by hand"
+    return (
+        f"µm/px {value} is ASSUMED ({how}); the slide does not record it. "
+        "The score depends on it: a wrong µm/px gives a wrong score."
+    )
+
+
+def out_of_distribution(summary: SlideSummary) -> bool:
+    return bool(summary.out_of_distribution)
+
+
+def caveats(summary: SlideSummary) -> list[str]:
+    """Every caveat of a result, most serious first; empty when there is none."""
+    out = []
+    if out_of_distribution(summary):
+        out.append(describe_ood(summary.ood or {"reasons": []}))
+    line = mpp_caveat(summary)
+    if line:
+        out.append(line)
+    return out
+
+
+def short_flags(summary: SlideSummary) -> str:
+    """A few words for a table cell: "out of distribution; µm/px assumed", or ""."""
+    flags = []
+    if out_of_distribution(summary):
+        flags.append("OUT OF DISTRIBUTION")
+    if mpp_assumed(summary):
+        used = summary.mpp_used
+        flags.append(f"µm/px ASSUMED ({used:g})" if isinstance(used, int | float) else "µm/px ASSUMED")
+    return "; ".join(flags)
