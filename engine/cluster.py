@@ -42,6 +42,7 @@ from engine.errors import (
     Remedy,
     WorkerMismatchError,
 )
+from engine.identity import LOCK_LEASE_S, LOCK_REFRESH_S, ResultLock
 from engine.model import Model
 from engine.pipeline import AnalysisParams
 
@@ -51,6 +52,7 @@ LOOPBACK = "127.0.0.1"
 MAX_WORKER_DEATHS = 2  # the scheduler's allowed-failures: a slide is tried at most 3 times
 TASK_RETRIES = 1  # an unexpected exception (a bug, not an EquiTriageError) is retried once
 POLL_S = 0.05
+LEASE_POLL_S = 1.0  # how often a worker looks again at a slide another machine holds
 WORKER_WAIT_S = 60.0
 # For a local cluster (a remote scheduler has its own configuration: see the README).
 SCHEDULER_CONFIG: dict[str, Any] = {
@@ -156,18 +158,29 @@ def check_worker(request: ClusterRequest) -> str:
 
 
 def analyse_on_worker(job: SlideJob, request: ClusterRequest) -> SlideOutcome:
-    """One slide on a worker: the local batch's :func:`engine.batch.analyse_job`."""
+    """One slide on a worker: the local batch's :func:`engine.batch.analyse_job`.
+
+    A slide locked by another machine (a worker there that died mid-slide, whose lease has not yet
+    run out) is waited for, up to one lease, then taken over.
+    """
     model = worker_model(request)
     _check_shared(request)
-    return analyse_job(
-        job,
-        request.out_dir,
-        model,
-        request.params,
-        mpp=request.mpp,
-        default_mpp=request.default_mpp,
-        resume=request.resume,
-    )
+    deadline = time.monotonic() + LOCK_LEASE_S + LOCK_REFRESH_S
+    while True:
+        outcome = analyse_job(
+            job,
+            request.out_dir,
+            model,
+            request.params,
+            mpp=request.mpp,
+            default_mpp=request.default_mpp,
+            resume=request.resume,
+        )
+        if outcome.remedy is not Remedy.WAIT_FOR_OTHER_RUN or time.monotonic() > deadline:
+            return outcome
+        if not ResultLock(request.out_dir / job.name).held_elsewhere():
+            return outcome
+        time.sleep(LEASE_POLL_S)
 
 
 def _need_dask() -> None:

@@ -29,7 +29,7 @@ from engine.cluster import (  # noqa: E402
     run_cluster_batch,
 )
 from engine.errors import ClusterError, Remedy, WorkerMismatchError  # noqa: E402
-from engine.identity import LOCK  # noqa: E402
+from engine.identity import LOCK, LOCK_LEASE_S  # noqa: E402
 from engine.model import Model  # noqa: E402
 from engine.pipeline import AnalysisParams  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
@@ -143,8 +143,8 @@ class Killer(threading.Thread):
         while len(self.killed) < self.times and not self.stop.is_set():
             for lock in self.out.glob(f"{self.prefix}*/{LOCK}"):
                 try:
-                    pid = int(lock.read_text().strip())
-                except (OSError, ValueError):
+                    pid = int(lock.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
                     continue
                 if pid not in self.killed and pid != os.getpid():
                     os.kill(pid, signal.SIGKILL)
@@ -182,6 +182,23 @@ def test_a_slide_that_keeps_killing_workers_is_reported_failed(
     assert not (s2_folder / "summary.json").exists()  # nothing half-written looks complete
     rows = {row["slide"]: row for row in summary_rows(tmp_path)}
     assert rows["s2"]["status"] == "failed" and rows["s2"]["score"] == ""
+
+
+def test_a_slide_locked_by_a_dead_worker_on_another_machine_is_taken_over_when_its_lease_ends(
+    cluster: Any, jobs: list[SlideJob], model: Model, local_out: Path, tmp_path: Path
+) -> None:
+    job = next(j for j in jobs if j.label == "s0")
+    lock = tmp_path / job.name / LOCK
+    lock.parent.mkdir(parents=True)
+    lock.write_text("4242 another-machine\n")  # its worker died there; its lease ends in 2 s
+    renewed = time.time() - LOCK_LEASE_S + 2
+    os.utime(lock, (renewed, renewed))
+    start = time.monotonic()
+    [outcome] = run_cluster_batch(cluster, [job], request_for(model, tmp_path))
+    assert outcome.status == "ok" and time.monotonic() - start > 1.5
+    reference = local_out / job.name / "tiles.csv"
+    assert (tmp_path / job.name / "tiles.csv").read_text() == reference.read_text()
+    assert leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize(
