@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -266,6 +267,65 @@ def test_the_command_line_on_two_workers(
     assert proc.returncode == 3
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "pass --insecure" in errors[0], proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_a_tls_cluster_started_as_the_readme_says(
+    slides: Path, model_path: Path, local_out: Path, tmp_path: Path
+) -> None:
+    """scripts/make_cluster_certs.sh, `dask scheduler` and `dask worker` with TLS, on loopback."""
+    certs = tmp_path / "certs"
+    subprocess.run(["bash", str(REPO / "scripts" / "make_cluster_certs.sh"), str(certs)], check=True)
+
+    def tls(name: str) -> list[str]:
+        pem = [str(certs / "ca.pem"), str(certs / f"{name}.pem"), str(certs / f"{name}-key.pem")]
+        return ["--tls-ca-file", pem[0], "--tls-cert", pem[1], "--tls-key", pem[2]]
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "2"}
+    where = tmp_path / "scheduler.json"
+    loopback = ["--host", "127.0.0.1", "--no-dashboard"]
+    scheduler = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--protocol", "tls", "--port", "0"]
+    worker = [sys.executable, "-m", "distributed.cli.dask_worker"]
+    started = [
+        subprocess.Popen(
+            [*scheduler, *loopback, "--scheduler-file", str(where), *tls("scheduler")],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not where.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads(where.read_text())["address"]  # what `dask worker` would be given
+        assert address.startswith("tls://127.0.0.1:")
+        started.append(
+            subprocess.Popen(
+                [*worker, address, "--nworkers", "2", "--nthreads", "1", *loopback, *tls("worker")],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        out = tmp_path / "out"
+        common = [str(slides), "--out", str(out), "--model", str(model_path), "--threads", "1"]
+        common += ["--stride", "48", "--read-threads", "1", "--scheduler", address]
+        proc = run_cli("batch", *common, *tls("client"))
+        assert proc.returncode == 1, proc.stderr
+        assert_same_results(out, local_out)
+        proc = run_cli("batch", *common)  # no certificate: refused before connecting
+        assert proc.returncode == 3 and "needs certificates" in proc.stderr, proc.stderr
+    finally:
+        for process in reversed(started):
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def test_the_engine_imports_no_dask_until_a_cluster_is_asked_for() -> None:
