@@ -318,8 +318,6 @@ def _run_on_cluster(
     cancel: threading.Event,
 ) -> list[Any]:
     """The batch on a Dask cluster (engine.cluster): a slide bar with ETA instead of tile bars."""
-    import os
-
     from engine.cluster import (
         ClusterRequest,
         check_address,
@@ -327,11 +325,12 @@ def _run_on_cluster(
         remote_cluster,
         run_cluster_batch,
         tls_security,
+        usable_cores,
     )
 
     _quiet_dask(args.verbose)
     if args.workers:
-        threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+        threads = args.threads or max(1, usable_cores() // args.workers)
         cluster = local_cluster(args.workers)
     else:
         address = check_address(args.scheduler, args.insecure)

@@ -72,7 +72,10 @@ class ClusterRequest:
     mpp: float | None = None
     default_mpp: float | None = None
     resume: bool = True
-    threads: int | None = None  # inference threads per slide; None: the worker's cores / its slots
+    threads: int | None = None  # inference threads per slide; None: see threads_per_host
+    # Filled in by run_cluster_batch when ``threads`` is None: each host's cores divided by the
+    # slides it runs at once (its workers' threads together), so no machine is oversubscribed.
+    threads_per_host: tuple[tuple[str, int], ...] = ()
     engine_version: str = __version__
     token: str = ""  # names the probe file that proves a worker sees the output folder
 
@@ -107,16 +110,39 @@ def _where() -> str:
         return f"worker on {platform.node()} (pid {os.getpid()})"
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a Slurm job's share, not the whole node)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _worker_threads(request: ClusterRequest) -> int | None:
     if request.threads is not None:
         return request.threads
     try:
         from distributed import get_worker
 
-        slots: int = get_worker().state.nthreads
+        worker = get_worker()
     except (ImportError, ValueError):
         return None
-    return max(1, (os.cpu_count() or 1) // max(1, slots))
+    host = worker.address.rsplit(":", 1)[0].split("://")[-1]
+    per_host = dict(request.threads_per_host)
+    if host in per_host:
+        return per_host[host]
+    return max(1, usable_cores() // max(1, int(worker.state.nthreads)))  # a worker that joined late
+
+
+def threads_per_host(client: Any) -> tuple[tuple[str, int], ...]:
+    """Inference threads per slide on each host: its cores / the slides its workers run at once."""
+    cores = client.run(usable_cores)
+    slots: dict[str, int] = {}
+    most: dict[str, int] = {}
+    for address, info in client.scheduler_info(n_workers=-1)["workers"].items():
+        host = str(info["host"])
+        slots[host] = slots.get(host, 0) + int(info["nthreads"])
+        most[host] = max(most.get(host, 1), int(cores.get(address, 1)))
+    return tuple(sorted((host, max(1, most[host] // max(1, n))) for host, n in slots.items()))
 
 
 def worker_model(request: ClusterRequest) -> Model:
@@ -318,6 +344,9 @@ def run_cluster_batch(
         raise output_error(request.probe, exc) from exc
     try:
         check_workers(client, request)
+        if request.threads is None:
+            request = dataclasses.replace(request, threads_per_host=threads_per_host(client))
+            log.debug("inference threads per slide: %s", dict(request.threads_per_host))
         return _gather(client, jobs, request, on_done, cancel)
     finally:
         with contextlib.suppress(OSError):

@@ -28,6 +28,8 @@ from engine.cluster import (  # noqa: E402
     check_address,
     local_cluster,
     run_cluster_batch,
+    threads_per_host,
+    usable_cores,
 )
 from engine.errors import ClusterError, Remedy, WorkerMismatchError  # noqa: E402
 from engine.identity import LOCK, LOCK_LEASE_S  # noqa: E402
@@ -115,6 +117,10 @@ def test_the_local_cluster_listens_on_loopback_only(cluster: Any) -> None:
     ]
     assert len(listening) >= 3  # the scheduler and two workers at least
     assert set(listening) == {"127.0.0.1"}
+
+
+def test_slides_at_once_share_the_cores_of_their_machine(cluster: Any) -> None:
+    assert threads_per_host(cluster) == (("127.0.0.1", max(1, usable_cores() // 2)),)
 
 
 def test_cluster_batch_gives_the_local_batch_results(
