@@ -25,6 +25,7 @@ import ipaddress
 import logging
 import os
 import platform
+import signal
 import threading
 import time
 import uuid
@@ -55,9 +56,10 @@ POLL_S = 0.05
 LEASE_POLL_S = 1.0  # how often a worker looks again at a slide another machine holds
 WORKER_WAIT_S = 60.0
 # For a local cluster (a remote scheduler has its own configuration: see the README).
-SCHEDULER_CONFIG: dict[str, Any] = {
+LOCAL_CONFIG: dict[str, Any] = {
     "distributed.scheduler.allowed-failures": MAX_WORKER_DEATHS,
     "distributed.scheduler.worker-saturation": 1.0,  # a worker holds only the slides it is analysing
+    "distributed.worker.preload": ["engine.cluster"],  # dask_setup below, in every worker process
 }
 
 
@@ -267,6 +269,17 @@ def tls_security(ca_file: Path | None, cert: Path | None, key: Path | None) -> A
     return security
 
 
+def dask_setup(worker: Any) -> None:
+    """Dask preload hook, run as each local worker process starts (also after a restart).
+
+    Ctrl-C on a terminal reaches every process of the group: the client alone handles it (it stops
+    the batch and closes the cluster), so its workers ignore SIGINT instead of dying mid-write
+    with a traceback.
+    """
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to do
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def local_cluster(workers: int) -> Iterator[Any]:
     """A :class:`distributed.Client` on ``workers`` worker processes of one thread each, on loopback."""
@@ -274,7 +287,7 @@ def local_cluster(workers: int) -> Iterator[Any]:
     import dask
     from distributed import Client, LocalCluster
 
-    with dask.config.set(SCHEDULER_CONFIG):
+    with dask.config.set(LOCAL_CONFIG):
         try:
             cluster = LocalCluster(
                 n_workers=workers,
@@ -284,6 +297,7 @@ def local_cluster(workers: int) -> Iterator[Any]:
                 protocol="tcp://",
                 dashboard_address=None,
                 worker_dashboard_address=None,
+                silence_logs=logging.ERROR,  # e.g. "task cancelled" when the batch is interrupted
             )
         except (OSError, RuntimeError, TimeoutError) as exc:
             raise ClusterError(f"cannot start {workers} local Dask workers ({exc})") from exc

@@ -275,6 +275,37 @@ def test_the_command_line_on_two_workers(
     assert len(errors) == 1 and "pass --insecure" in errors[0], proc.stderr
 
 
+def test_ctrl_c_stops_the_cluster_batch_cleanly(slides: Path, model_path: Path, tmp_path: Path) -> None:
+    """SIGINT to the whole process group, as a terminal sends it: client and workers alike."""
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(12):
+        shutil.copy(slides / "s0.tiff", many / f"s{i:02d}.tiff")
+    out = tmp_path / "out"
+    args = ["batch", str(many), "--out", str(out), "--model", str(model_path), "--stride", "48"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", *args, "--workers", "2"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(out.glob("*/summary.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "interrupted" in errors[0], stderr
+    finished = list(out.glob("*/summary.json"))
+    assert 0 < len(finished) < 12
+    for summary in finished:  # whatever looks complete is complete
+        assert {p.name for p in summary.parent.iterdir()} >= {"tiles.csv", "heatmap.png", "regions.geojson"}
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_a_tls_cluster_started_as_the_readme_says(
     slides: Path, model_path: Path, local_out: Path, tmp_path: Path
