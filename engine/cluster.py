@@ -53,6 +53,7 @@ LOOPBACK = "127.0.0.1"
 MAX_WORKER_DEATHS = 2  # the scheduler's allowed-failures: a slide is tried at most 3 times
 TASK_RETRIES = 1  # an unexpected exception (a bug, not an EquiTriageError) is retried once
 POLL_S = 0.05
+SUMMARY_EVERY_S = 5.0  # summary.csv is rebuilt at most this often while a cluster batch runs
 LEASE_POLL_S = 1.0  # how often a worker looks again at a slide another machine holds
 WORKER_WAIT_S = 60.0
 # For a local cluster (a remote scheduler has its own configuration: see the README).
@@ -387,6 +388,7 @@ def _gather(
         )
         pending[future] = job
     outcomes: list[SlideOutcome] = []
+    summary = _SummaryWriter(request.out_dir)
     try:
         while pending:
             if cancel is not None and cancel.is_set():
@@ -399,13 +401,43 @@ def _gather(
                 job = pending.pop(future)
                 outcome = dataclasses.replace(_outcome(future, job), job=job)
                 outcomes.append(outcome)
-                write_batch_summary(request.out_dir, outcomes)
+                summary.update(outcomes)
                 if on_done:
                     on_done(outcome)
+    except BaseException:
+        with contextlib.suppress(EquiTriageError):  # the first error is the one to report
+            summary.flush(outcomes)
+        raise
     finally:
         if pending:
             client.cancel(list(pending))
+    summary.flush(outcomes)
     return outcomes
+
+
+class _SummaryWriter:
+    """``summary.csv`` rebuilt from the folder as slides finish, as the local batch does, but at most
+    every :data:`SUMMARY_EVERY_S` (or 4 times as long as a rebuild takes): a rebuild reads every
+    result in the folder, and a cluster finishes many slides a minute. Always rebuilt at the end."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.stale = False
+        self._last = -float("inf")
+        self._cost = 0.0
+
+    def update(self, outcomes: list[SlideOutcome]) -> None:
+        self.stale = True
+        if time.monotonic() - self._last >= max(SUMMARY_EVERY_S, 4 * self._cost):
+            self.flush(outcomes)
+
+    def flush(self, outcomes: list[SlideOutcome]) -> None:
+        if self.stale:
+            start = time.monotonic()
+            write_batch_summary(self.out_dir, outcomes)
+            self._last = time.monotonic()
+            self._cost = self._last - start
+            self.stale = False
 
 
 def _outcome(future: Any, job: SlideJob) -> SlideOutcome:
