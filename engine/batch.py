@@ -215,7 +215,7 @@ def run_batch(
             raise CancelledError("batch cancelled")
         if on_start:
             on_start(job)
-        outcome = _one(job, out_dir, model, params, mpp, progress, cancel, default_mpp, resume)
+        outcome = analyse_job(job, out_dir, model, params, mpp, progress, cancel, default_mpp, resume)
         outcomes.append(outcome)
         write_batch_summary(out_dir, outcomes)
         if on_done:
@@ -223,17 +223,21 @@ def run_batch(
     return outcomes
 
 
-def _one(
+def analyse_job(
     job: SlideJob,
     out_dir: Path,
     model: Model,
     params: AnalysisParams,
-    mpp: float | None,
-    progress: ProgressFn | None,
-    cancel: threading.Event | None,
-    default_mpp: float | None,
-    resume: bool,
+    mpp: float | None = None,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    default_mpp: float | None = None,
+    resume: bool = True,
 ) -> SlideOutcome:
+    """One slide of a batch: reuse its stored result (``resume``) or analyse it; never raises for
+    a slide's own failure (it becomes a ``failed`` outcome), only for a cancel or a broken output
+    folder. The local batch and every Dask worker (:mod:`engine.cluster`) run this same function.
+    """
     try:
         identity = input_identity(job.path)
         if resume:

@@ -40,6 +40,10 @@ CLI_REMEDIES: dict[Remedy, str] = {
     ),
     Remedy.CHOOSE_OUTPUT_DIR: "choose an output folder you can write to (--out)",
     Remedy.ANALYSE_AGAIN: "run `analyse` on the slide again",
+    Remedy.SECURE_SCHEDULER: (
+        "use a tls:// scheduler with --tls-ca-file, --tls-cert and --tls-key, or pass --insecure on a "
+        "network you trust"
+    ),
 }
 BATCH_REMEDIES: dict[Remedy, str] = {
     **CLI_REMEDIES,
@@ -102,6 +106,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("batch", parents=[run_opts], help="analyse every slide of a folder (resumable)")
     p.add_argument("folder", type=Path, metavar="FOLDER")
     p.add_argument("--recursive", action="store_true", help="include sub-folders")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="analyse on a local Dask cluster of N worker processes (loopback only; needs the cluster extra)",
+    )
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="analyse on an existing Dask cluster (tls://HOST:8786); slides, model and --out must be "
+        "on a filesystem every worker sees",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a plain-TCP --scheduler off this machine (anyone who reaches it can run code)",
+    )
+    p.add_argument("--tls-ca-file", type=Path, metavar="PEM", help="CA certificate for a tls:// scheduler")
+    p.add_argument("--tls-cert", type=Path, metavar="PEM", help="this client's certificate")
+    p.add_argument("--tls-key", type=Path, metavar="PEM", help="this client's private key")
     p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("info", parents=[common], help="properties, levels and µm/px of a slide")
@@ -223,7 +248,7 @@ def _out(text: str, stream: TextIO | None = None) -> None:
 
 
 def _run(args: argparse.Namespace, jobs: list[Any], resume: bool, signals: _Signals) -> int:
-    from engine.batch import SlideOutcome, ranked, run_batch
+    from engine.batch import SlideOutcome, run_batch
     from engine.model import Model
     from engine.outputs import check_writable
     from engine.pipeline import AnalysisParams
@@ -249,6 +274,9 @@ def _run(args: argparse.Namespace, jobs: list[Any], resume: bool, signals: _Sign
 
     cancel = signals.cancel
     signals.check()
+    if getattr(args, "workers", None) or getattr(args, "scheduler", None):
+        outcomes = _run_on_cluster(args, jobs, model, params, show_bars, on_done, cancel)
+        return _report(args, outcomes, remedies)
     try:
         outcomes = run_batch(
             jobs,
@@ -265,6 +293,12 @@ def _run(args: argparse.Namespace, jobs: list[Any], resume: bool, signals: _Sign
         )
     finally:
         bar.close()
+    return _report(args, outcomes, remedies)
+
+
+def _report(args: argparse.Namespace, outcomes: list[Any], remedies: dict[Remedy, str]) -> int:
+    from engine.batch import ranked
+
     _out(_table(ranked(outcomes), remedies))
     failed = sum(o.status == "failed" for o in outcomes)
     _out(
@@ -272,6 +306,77 @@ def _run(args: argparse.Namespace, jobs: list[Any], resume: bool, signals: _Sign
         sys.stderr if args.quiet else sys.stdout,
     )
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _run_on_cluster(
+    args: argparse.Namespace,
+    jobs: list[Any],
+    model: Any,
+    params: Any,
+    show_bar: bool,
+    on_done: Callable[[Any], None],
+    cancel: threading.Event,
+) -> list[Any]:
+    """The batch on a Dask cluster (engine.cluster): a slide bar with ETA instead of tile bars."""
+    from engine.cluster import (
+        ClusterRequest,
+        check_address,
+        local_cluster,
+        remote_cluster,
+        run_cluster_batch,
+        tls_security,
+        usable_cores,
+    )
+
+    _quiet_dask(args.verbose)
+    if args.workers:
+        threads = args.threads or max(1, usable_cores() // args.workers)
+        cluster = local_cluster(args.workers)
+    else:
+        address = check_address(args.scheduler, args.insecure)
+        tls = address.startswith("tls://")
+        security = tls_security(args.tls_ca_file, args.tls_cert, args.tls_key) if tls else None
+        threads = args.threads
+        cluster = remote_cluster(address, security)
+    request = ClusterRequest.for_model(
+        model, args.out, params, mpp=args.mpp, default_mpp=args.default_mpp, threads=threads
+    )
+    bar: Any = None
+    if show_bar:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), unit="slide", dynamic_ncols=True)
+
+    def done(outcome: Any) -> None:
+        if bar is not None:
+            bar.update(1)
+        if outcome.status == "ok":
+            log.info("%s: score %s, %s", outcome.job.name, outcome.score, outcome.summary.category)
+        on_done(outcome)
+
+    try:
+        with cluster as client:
+            where = f"{args.workers} local workers" if args.workers else args.scheduler
+            log.info("analysing on a Dask cluster (%s)", where)
+            return run_cluster_batch(client, jobs, request, on_done=done, cancel=cancel)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _quiet_dask(verbose: bool) -> None:
+    """Dask's own chatter (cluster start and stop) only with --verbose.
+
+    Importing distributed sets its loggers' levels from Dask's configuration, so this comes after.
+    """
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return  # engine.cluster says what to install
+    level = logging.DEBUG if verbose else logging.WARNING
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in ("distributed", "dask")]
+    for name in names:
+        logging.getLogger(name).setLevel(level)
 
 
 class _TileBar:

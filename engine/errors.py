@@ -31,6 +31,11 @@ class Remedy(Enum):
     ANALYSE_AGAIN = "analyse_again"
     WAIT_FOR_OTHER_RUN = "wait_for_other_run"
     FREE_DISK_SPACE = "free_disk_space"
+    INSTALL_CLUSTER = "install_cluster"
+    CHECK_SCHEDULER = "check_scheduler"
+    SECURE_SCHEDULER = "secure_scheduler"
+    MATCH_WORKERS = "match_workers"
+    SHARE_FOLDERS = "share_folders"
 
 
 NEUTRAL_REMEDIES: Mapping[Remedy, str] = {
@@ -55,6 +60,13 @@ NEUTRAL_REMEDIES: Mapping[Remedy, str] = {
     Remedy.ANALYSE_AGAIN: "analyse the slide again",
     Remedy.WAIT_FOR_OTHER_RUN: "wait for the other run to finish, or choose another output folder",
     Remedy.FREE_DISK_SPACE: "free disk space (or choose another output folder) and run again",
+    Remedy.INSTALL_CLUSTER: "install the cluster extra: pip install 'equitriage[cluster]'",
+    Remedy.CHECK_SCHEDULER: "check the scheduler's address and that it is running",
+    Remedy.SECURE_SCHEDULER: (
+        "use a tls:// scheduler with certificates, or allow plain TCP on a network you trust"
+    ),
+    Remedy.MATCH_WORKERS: "install the same EquiTriage version and model on every worker",
+    Remedy.SHARE_FOLDERS: "put slides, model and output on a filesystem every worker sees, at the same path",
 }
 
 
@@ -141,6 +153,18 @@ class OutputError(EquiTriageError):
     """Results could not be written."""
 
     default_remedy = Remedy.CHOOSE_OUTPUT_DIR
+
+
+class ClusterError(EquiTriageError):
+    """A Dask cluster could not be used: not installed, unreachable, insecure or mismatched."""
+
+    default_remedy = Remedy.CHECK_SCHEDULER
+
+
+class WorkerMismatchError(ClusterError):
+    """A worker runs another engine version or another model than the client."""
+
+    default_remedy = Remedy.MATCH_WORKERS
 
 
 class CancelledError(EquiTriageError):

@@ -6,9 +6,12 @@
 - :func:`input_identity` fingerprints the content (size, mtime and a hash of the first and last
   MiB of every file; a DICOM slide is the folder of its ``.dcm`` files), so a result is reused
   only for the very content it was made from.
-- :class:`ResultLock` is an ``O_EXCL`` lock file per result folder holding the writer's pid: two
-  processes (two batches, or the app and the CLI) never write the same folder at once; a lock
-  whose process is gone is stale and taken over.
+- :class:`ResultLock` is an ``O_EXCL`` lock file per result folder holding the writer's pid and
+  host: two processes (two batches, the app and the CLI, or cluster workers on several machines
+  sharing the folder) never write the same folder at once. A lock whose process on this machine is
+  gone is stale and taken over; a lock from another machine, whose process cannot be checked, is
+  a lease that its holder renews every :data:`LOCK_REFRESH_S` and that goes stale after
+  :data:`LOCK_LEASE_S` without renewal (its machine or process died).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import platform
 import re
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +35,8 @@ log = logging.getLogger(__name__)
 FINGERPRINT_CHUNK = 1 << 20  # bytes hashed at each end of a file
 LOCK = ".lock"
 LOCK_WRITE_GRACE_S = 10.0  # an empty lock file younger than this is still being written
+LOCK_LEASE_S = 60.0  # a lock from another machine not renewed for this long is stale
+LOCK_REFRESH_S = LOCK_LEASE_S / 4  # how often a held lock is renewed (its mtime touched)
 DICOM_SUFFIX = ".dcm"
 _UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
 
@@ -118,6 +125,11 @@ class ResultLockedError(OutputError):
     default_remedy = Remedy.WAIT_FOR_OTHER_RUN
 
 
+def this_host() -> str:
+    """This machine's name, as written in lock files (no network look-up)."""
+    return platform.node() or "localhost"
+
+
 class ResultLock:
     """Exclusive right to write one result folder, for as long as the ``with`` block lasts."""
 
@@ -125,6 +137,8 @@ class ResultLock:
         self.folder = folder
         self.path = folder / LOCK
         self._held = False
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     def acquire(self) -> None:
         try:  # the output folder itself must exist: if it was removed mid-run, say so
@@ -137,20 +151,17 @@ class ResultLock:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                owner = self._owner()
-                if owner == 0 and self._young():
-                    owner = -1  # being written right now by its creator
-                if owner is not None and (owner == -1 or _alive(owner)) and owner != os.getpid():
-                    who = "another process" if owner == -1 else f"another process (pid {owner})"
-                    raise ResultLockedError(f"{self.folder.name}: being analysed by {who}") from None
-                log.debug("removing stale lock %s (pid %s)", self.path, owner)
+                holder = self.holder()
+                if holder is not None:
+                    raise ResultLockedError(f"{self.folder.name}: being analysed by {holder}") from None
+                log.debug("removing stale lock %s", self.path)
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
                 continue
             except OSError as exc:
                 raise OutputError(f"cannot write to {self.folder} ({exc.strerror or exc})") from exc
             try:
-                os.write(fd, f"{os.getpid()}\n".encode())
+                os.write(fd, f"{os.getpid()} {this_host()}\n".encode("utf-8", "surrogateescape"))
             except OSError as exc:
                 os.close(fd)
                 with contextlib.suppress(OSError):
@@ -158,26 +169,63 @@ class ResultLock:
                 raise OutputError(f"cannot write to {self.folder} ({exc.strerror or exc})") from exc
             os.close(fd)
             self._held = True
+            self._stop.clear()
+            self._renewer = threading.Thread(target=self._renew, name="result-lock", daemon=True)
+            self._renewer.start()
             return
         raise ResultLockedError(f"{self.folder.name}: its lock file {LOCK} keeps coming back")
 
-    def _owner(self) -> int | None:
+    def holder(self) -> str | None:
+        """Who holds the lock now, in words, or None if it is free or stale."""
+        owner = self._owner()
+        if owner is None:
+            return None
+        pid, host = owner
+        if pid == 0:  # half-written: its writer died between create and write, or is writing now
+            return "another process" if self._age() < LOCK_WRITE_GRACE_S else None
+        if host is not None and host != this_host():
+            return f"a process on {host} (pid {pid})" if self._age() < LOCK_LEASE_S else None
+        if pid != os.getpid() and _alive(pid):
+            return f"another process (pid {pid})"
+        return None
+
+    def held_elsewhere(self) -> bool:
+        """Whether another machine holds a live lease on this folder (it may be about to expire)."""
+        owner = self._owner()
+        return owner is not None and owner[1] not in (None, this_host()) and self.holder() is not None
+
+    def _owner(self) -> tuple[int, str | None] | None:
         try:
-            return int(self.path.read_text(encoding="ascii").strip() or "0")
+            text = self.path.read_text(encoding="utf-8", errors="surrogateescape")
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
-            return 0  # half-written: its writer died between create and write, or is writing now
-
-    def _young(self) -> bool:
-        try:
-            return time.time() - self.path.stat().st_mtime < LOCK_WRITE_GRACE_S
         except OSError:
-            return False
+            return 0, None
+        parts = text.split(maxsplit=1)
+        try:
+            pid = int(parts[0]) if parts else 0
+        except ValueError:
+            return 0, None
+        return pid, parts[1].strip() if len(parts) > 1 else None  # no host: written by an older version
+
+    def _age(self) -> float:
+        try:
+            return time.time() - self.path.stat().st_mtime
+        except OSError:
+            return float("inf")
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LOCK_REFRESH_S):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
 
     def release(self) -> None:
         if self._held:
             self._held = False
+            self._stop.set()
+            if self._renewer is not None:
+                self._renewer.join(timeout=1.0)
+                self._renewer = None
             with contextlib.suppress(OSError):
                 self.path.unlink()
 

@@ -19,7 +19,10 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.bundle
 
-HEAVY = ("torch", "e2cnn", "scipy", "onnx", "onnxscript", "sympy", "matplotlib", "tkinter")
+HEAVY = (
+    *("torch", "e2cnn", "scipy", "onnx", "onnxscript", "sympy", "matplotlib", "tkinter"),
+    *("dask", "distributed"),
+)
 
 
 @pytest.fixture(scope="module")

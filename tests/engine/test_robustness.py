@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from engine import identity
 from engine.cli import main
-from engine.identity import ResultLock, ResultLockedError, results_name
+from engine.identity import LOCK_LEASE_S, ResultLock, ResultLockedError, results_name, this_host
 from engine.model import Model
 from tests.conftest import REPO
 from tests.engine.test_cli import read_rows, result_dir, run_cli
@@ -150,8 +151,33 @@ def test_a_live_lock_is_respected_and_a_stale_one_taken_over(tmp_path: Path) -> 
         other.kill()
         other.wait()
     with ResultLock(folder):  # its process is gone: stale
-        assert (folder / ".lock").read_text().strip() == str(os.getpid())
+        assert (folder / ".lock").read_text().split() == [str(os.getpid()), this_host()]
     assert not (folder / ".lock").exists()
+
+
+def test_a_lock_from_another_machine_is_a_lease(tmp_path: Path) -> None:
+    """A cluster worker on another machine: its pid cannot be checked here, its lease can."""
+    folder = tmp_path / "r"
+    folder.mkdir()
+    lock = folder / ".lock"
+    lock.write_text("1 other-machine\n")
+    with pytest.raises(ResultLockedError, match=r"a process on other-machine \(pid 1\)"):
+        ResultLock(folder).acquire()
+    assert ResultLock(folder).held_elsewhere()
+    expired = time.time() - LOCK_LEASE_S - 1
+    os.utime(lock, (expired, expired))  # not renewed for a whole lease: that machine or worker died
+    assert not ResultLock(folder).held_elsewhere()
+    with ResultLock(folder):
+        assert lock.read_text().split() == [str(os.getpid()), this_host()]
+
+
+def test_a_held_lock_is_renewed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(identity, "LOCK_REFRESH_S", 0.05)
+    with ResultLock(tmp_path) as held:
+        old = time.time() - 1000
+        os.utime(held.path, (old, old))
+        time.sleep(0.5)
+        assert time.time() - held.path.stat().st_mtime < 5
 
 
 def test_two_batches_on_one_folder_never_corrupt_each_other(
