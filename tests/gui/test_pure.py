@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from engine.batch import SlideJob, SlideOutcome
-from engine.summary import SlideSummary
 from engine.tiling import TileGrid
 from gui.batch_state import BatchState
 from gui.scale_bar import format_length, format_magnification, magnification, nice_length_um, scale_bar
 from gui.state import OverlayState, Viewport, eta_s, format_duration
 from gui.tile_cache import TileCache, level_for_zoom, tile_spec, visible_tiles
+from tests.summaries import summary_of
 
 DIMS = ((4443, 3567), (2221, 1783))
 DSS = (1.0, 2.0005)
@@ -132,30 +132,7 @@ def test_batch_state(tmp_path: Path) -> None:
     state.started(jobs[0])
     state.progress(jobs[0], 5, 10)
     assert state.rows[0].fraction == 0.5
-    summary = SlideSummary.from_json(
-        {
-            "status": "ok",
-            "format_version": 2,
-            "input": None,
-            "model": {"version": "v1", "sha256": "0" * 64, "input_px": 95, "mpp": 0.972},
-            "parameters": {"stride_px": 95},
-            "tiles": dict.fromkeys(
-                (
-                    "grid_cols",
-                    "grid_rows",
-                    "grid_total",
-                    "tissue",
-                    "analysed",
-                    "positive",
-                    "l0_tile_px",
-                    "l0_stride_px",
-                ),
-                1,
-            ),
-            "score": 0.7,
-            "category": "intermediate",
-        }
-    )
+    summary = summary_of(score=0.7, category="intermediate")
     state.finished(SlideOutcome(jobs[0], "ok", summary))
     state.finished(SlideOutcome(jobs[1], "failed", error="broken"))
     assert state.rows[0].score == 0.7 and state.rows[1].error == "broken"
@@ -187,22 +164,7 @@ def test_report_and_batch_row_show_the_score_method_and_region() -> None:
     from gui.batch_state import BatchRow
     from gui.report import ReportData, report_html
 
-    def summary(**fields: object) -> SlideSummary:
-        doc = {
-            "status": "ok",
-            "format_version": 2,
-            "input": None,
-            "model": {"version": "v1", "sha256": "0" * 64, "input_px": 95, "mpp": 0.972},
-            "parameters": {"stride_px": 95},
-            "tiles": dict.fromkeys(
-                ("grid_cols", "grid_rows", "grid_total", "tissue", "analysed", "positive",
-                 "l0_tile_px", "l0_stride_px"),
-                1,
-            ),
-        }
-        return SlideSummary.from_json({**doc, **fields})
-
-    new = summary(
+    new = summary_of(
         score=0.91,
         category="high suspicion",
         score_method="region_logistic",
@@ -210,7 +172,7 @@ def test_report_and_batch_row_show_the_score_method_and_region() -> None:
         largest_region_mm2=0.3,
         thresholds={"tile": 0.5, "top_k": 10, "high": 0.73, "low": 0.1, "score_method": "region_logistic"},
     )
-    old = summary(score=0.95, category="high suspicion", thresholds={"top_k": 10, "high": 0.9, "low": 0.5})
+    old = summary_of(score=0.95, category="high suspicion", thresholds={"top_k": 10, "high": 0.9, "low": 0.5})
     assert "region" in explain_score(new.thresholds.score_method, new.thresholds.top_k)
     assert explain_score(old.thresholds.score_method, old.thresholds.top_k) == (
         "score = mean of the top 10 tile probabilities"

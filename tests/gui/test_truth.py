@@ -190,8 +190,8 @@ def test_pdf_report_lays_the_regions_out_as_a_table(qapp: object, tmp_path: Path
     from PIL import Image
 
     from engine.regions import Region
-    from engine.summary import SlideSummary
     from gui.report import ReportData, write_pdf_report
+    from tests.summaries import summary_of
 
     if shutil.which("pdftotext") is None:
         pytest.skip("pdftotext (poppler-utils) is not installed")
@@ -207,22 +207,12 @@ def test_pdf_report_lays_the_regions_out_as_a_table(qapp: object, tmp_path: Path
         )
         for i in range(12)
     ]
-    tile_keys = ("grid_cols", "grid_rows", "grid_total", "tissue", "analysed", "positive",
-                 "l0_tile_px", "l0_stride_px")
-    summary = SlideSummary.from_json(
-        {
-            "status": "ok",
-            "format_version": 2,
-            "input": None,
-            "model": {"version": "v1", "sha256": "0" * 64, "input_px": 95, "mpp": 0.972},
-            "parameters": {"stride_px": 95},
-            "tiles": dict.fromkeys(tile_keys, 1),
-            "score": 0.5,
-            "category": "intermediate",
-            "slide": {"mpp_origin": "default", "mpp_used": 0.25, "file_mpp": None},
-            "out_of_distribution": True,
-            "ood": {"reasons": ["stain and texture unlike the training slides"]},
-        }
+    summary = summary_of(
+        score=0.5,
+        category="intermediate",
+        slide={"mpp_origin": "default", "mpp_used": 0.25, "file_mpp": None},
+        out_of_distribution=True,
+        ood={"reasons": ["stain and texture unlike the training slides"]},
     )
     thumb = np.full((64, 64, 3), 230, np.uint8)
     data = ReportData("case", [("File", "case.svs")], summary, regions, thumb, Image.fromarray(thumb))
