@@ -144,7 +144,7 @@ def test_settings_persist(qtbot: QtBot, settings: Settings, cmu: Path) -> None:
     assert stored.threshold == pytest.approx(0.3)
     assert (stored.threads, stored.stride_px) == (3, 48)
     assert stored.output_dir == settings.output_dir
-    assert stored.recent_files == [str(cmu)]
+    assert stored.recent_files == [str(cmu.resolve())]  # stored absolute, links resolved
     again = MainWindow(stored)
     qtbot.addWidget(again)
     assert again.results_panel.opacity_slider.value() == 70
