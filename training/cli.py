@@ -102,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--curve-patches", type=int, default=200)
     v.add_argument("--n-boot", type=int, default=1000)
     v.add_argument("--train-patches", type=int, default=1000, help="training patches to score too (0: none)")
+    v.add_argument("--stamp", action="store_true", help="record the held-out numbers in the model's contract")
 
     s = sub.add_parser("summary", help="parameters and MACs per patch of both architectures")
     _add_arch(s)
@@ -196,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.curve_patches,
             args.n_boot,
             train_patches=args.train_patches,
+            stamp=args.stamp,
         )
         return 0
     if args.command == "quantize":

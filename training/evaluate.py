@@ -143,12 +143,14 @@ def evaluate_onnx(
     n_boot: int = 1000,
     split_seed: int = VALID_SPLIT_SEED,
     train_patches: int = 1000,
+    stamp: bool = False,
 ) -> dict[str, Any]:
     """Metrics on the held-out half of ``valid`` with 95% bootstrap intervals, invariance and
     stability (one-pixel shifts, blur, the 40x path, stain changes), and the same metrics on
     ``train_patches`` training patches so under- and over-fitting show (0 skips them).
 
-    ``curve_patches=0`` skips the continuous-angle curve (the slowest part).
+    ``curve_patches=0`` skips the continuous-angle curve (the slowest part). ``stamp`` records
+    the numbers in the model file's contract (:func:`stamp_heldout`).
     """
     from training.data import load_patches
     from training.train import valid_halves
@@ -208,4 +210,26 @@ def evaluate_onnx(
         plot_curve({clf.contract.model_version: (angles, curve)}, out_dir / "rotation_curve.png")
     write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=2))
     log.info("wrote %s", out_dir)
+    if stamp:
+        stamp_heldout(model_path, result)
     return result
+
+
+HELDOUT_KEYS = ("heldout_patches", "split_seed", "accuracy", "auc", "nll", "train_subset", "stability",
+                "rot90_max_abs_dp", "operating_points")
+
+
+def stamp_heldout(model_path: Path, result: dict[str, Any]) -> None:
+    """Record the held-out numbers in the model's contract (``info["heldout"]``), where the app's
+    About box and report read them; the weights are untouched."""
+    import dataclasses
+
+    from engine.outputs import write_bytes_atomic
+    from training.export import with_contract
+
+    clf = OnnxClassifier(model_path)
+    info = dict(clf.contract.info)
+    info["heldout"] = {k: result[k] for k in HELDOUT_KEYS if k in result}
+    contract = dataclasses.replace(clf.contract, info=info)
+    write_bytes_atomic(model_path, with_contract(model_path.read_bytes(), contract))
+    log.info("recorded the held-out numbers in %s", model_path)

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.model import Model
+from engine.model_card import clinical_card
 from training.cli import main
 from training.config import ArchConfig
 from training.train import ROBUST_RECIPE, TrainConfig, lr_factor, train
@@ -88,6 +90,9 @@ def test_cli_export_then_evaluate(trained_run: tuple[Path, dict], pcam_h5: Path)
                 "8",
                 "--n-boot",
                 "100",
+                "--train-patches",
+                "64",
+                "--stamp",
             ]
         )
         == 0
@@ -98,6 +103,13 @@ def test_cli_export_then_evaluate(trained_run: tuple[Path, dict], pcam_h5: Path)
     assert low <= metrics["auc"]["value"] <= high
     assert metrics["rotation_curve"]["angles_deg"] == list(range(0, 361, 15))
     assert (out / "rotation_curve.png").stat().st_size > 1000
+    stability = metrics["stability"]
+    assert 0.0 <= stability["shift_flip_rate"] <= 1.0 and stability["shift_max_abs_dp"] >= 0.0
+    assert {"auc_blur", "auc_scan40x", "auc_gain15", "auc_hed"} <= set(stability)
+    assert metrics["train_subset"]["patches"] == 64
+    stamped = Model.load(model, threads=1)  # the numbers travel with the model, weights unchanged
+    assert stamped.contract.info["heldout"]["auc"] == metrics["auc"]
+    assert clinical_card(stamped).metrics[1].value == pytest.approx(metrics["auc"]["value"])
 
 
 @pytest.mark.parametrize("robust", [False, True])
