@@ -3,7 +3,8 @@
 Workers get paths (slides, model and output folder on a filesystem every worker sees, at the
 same path), never open handles, and run :func:`engine.batch.analyse_job`, the very function of
 the local batch, so each slide's outputs, locks and atomic writes are the same. The client
-rebuilds ``summary.csv`` from the folder after each slide, as the local batch does.
+rebuilds ``summary.csv`` from the folder as slides finish (at most every
+:data:`SUMMARY_EVERY_S`, since a rebuild reads every result) and always at the end.
 
 - A worker killed mid-slide costs that slide's work only: the scheduler gives the slide to another
   worker, and after :data:`MAX_WORKER_DEATHS` deaths it is reported as failed. Results are written
