@@ -51,12 +51,23 @@ def caveats(summary: SlideSummary) -> list[str]:
     return out
 
 
-def short_flags(summary: SlideSummary) -> str:
-    """A few words for a table cell: "out of distribution; µm/px assumed", or ""."""
-    flags = []
+def flags(summary: SlideSummary) -> list[str]:
+    """A few capitalised words per caveat, for table cells and captions."""
+    out = []
     if out_of_distribution(summary):
-        flags.append("OUT OF DISTRIBUTION")
+        out.append("OUT OF DISTRIBUTION")
     if mpp_assumed(summary):
         used = summary.mpp_used
-        flags.append(f"µm/px ASSUMED ({used:g})" if isinstance(used, int | float) else "µm/px ASSUMED")
-    return "; ".join(flags)
+        out.append(f"µm/px ASSUMED ({used:g})" if used is not None else "µm/px ASSUMED")
+    return out
+
+
+def short_flags(summary: SlideSummary) -> str:
+    """A table cell's caveats: "OUT OF DISTRIBUTION; µm/px ASSUMED (0.25)", or ""."""
+    return "; ".join(flags(summary))
+
+
+def caption(summary: SlideSummary) -> str:
+    """The overlay's one-line caption: score, category, model and every caveat."""
+    score = "n/a" if summary.score is None else f"{summary.score:.3f}"
+    return " · ".join([f"score {score}", summary.category, f"model {summary.model.version}", *flags(summary)])

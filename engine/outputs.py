@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from engine import __version__
+from engine.caveats import caption
 from engine.errors import OutputError, Remedy
 from engine.heatmap import heatmap_image, overlay_image
 from engine.model import Model
@@ -192,15 +193,6 @@ def build_summary(
     )
 
 
-def caption(model: Model, analysis: SlideAnalysis) -> str:
-    v = analysis.verdict
-    score = "n/a" if v.score is None else f"{v.score:.3f}"
-    flags = " · OUT OF DISTRIBUTION" if analysis.ood is not None and analysis.ood.out_of_distribution else ""
-    if analysis.slide_info.get("mpp_origin") not in (None, "file"):
-        flags += f" · µm/px ASSUMED ({analysis.plan.mpp:g})"
-    return f"score {score} · {v.category} · model {model.version}{flags}"
-
-
 def write_results(
     folder: Path,
     analysis: SlideAnalysis,
@@ -221,18 +213,18 @@ def write_results(
     write_text_atomic(folder / TILES, tiles_csv(analysis))
     heat, scale = heatmap_image(grid_probs, floor=contract.triage.tile_threshold)
     save_image_atomic(folder / HEATMAP, heat)
+    summary = build_summary(analysis, model, params, regions, scale, identity)  # written last
     overlay = overlay_image(
         analysis.plan.thumbnail,
         analysis.plan.thumb_downsample,
         analysis.plan.grid,
         grid_probs,
-        caption=caption(model, analysis),
+        caption=caption(summary),
         threshold=contract.triage.tile_threshold,
     )
     save_image_atomic(folder / OVERLAY, overlay)
     save_image_atomic(folder / TISSUE, Image.fromarray(analysis.plan.tissue_mask.astype(np.uint8) * 255))
     write_json_atomic(folder / REGIONS, regions_geojson(regions, contract.model_version))
-    summary = build_summary(analysis, model, params, regions, scale, identity)
     write_json_atomic(folder / SUMMARY, summary.to_json())
     return summary
 

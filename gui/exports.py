@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine.caveats import short_flags
+from engine.caveats import caption
 from engine.heatmap import overlay_image
 from engine.model import Model
 from engine.model_card import INTENDED_USE, LIMITS, THRESHOLDS_NOTE, clinical_card
@@ -30,17 +30,13 @@ KINDS = {
 def overlay_picture(opened: OpenedSlide, saved: SavedAnalysis, overlay: OverlayState) -> Image.Image:
     """The thumbnail with the heatmap as shown (opacity, threshold), legend and caption."""
     thumb = opened.thumbnail
-    score = "n/a" if saved.score is None else f"{saved.score:.3f}"
-    flags = short_flags(saved.summary)
-    caption = f"score {score} · {saved.category} · model {saved.model_version}"
-    caption += f" · {flags}" if flags else ""
     return overlay_image(
         thumb,
         opened.slide.dimensions[0] / thumb.shape[1],
         saved.grid,
         saved.prob_grid(),
         overlay.opacity,
-        caption,
+        caption(saved.summary),
         overlay.threshold,
     )
 
