@@ -300,49 +300,58 @@ def ranked(outcomes: Iterable[SlideOutcome]) -> list[SlideOutcome]:
     return sorted(outcomes, key=lambda o: (o.score is None, -(o.score or 0.0), o.job.name))
 
 
+CSV_COLUMNS = (
+    "rank",
+    "slide",
+    "status",
+    "score",
+    "category",
+    "tumour_area_mm2",
+    "tiles_analysed",
+    "model_version",
+    "error",
+    "folder",
+    "path",
+    "score_method",
+    "largest_region_mm2",
+    "out_of_distribution",
+    "mpp_used",
+    "mpp_origin",
+)
+
+
+def _csv_row(rank: int, o: SlideOutcome) -> list[object]:
+    """One ``summary.csv`` row; a value that is missing (no summary, or None in it) is empty."""
+    values: dict[str, object] = {
+        "rank": rank,
+        "slide": o.job.label,
+        "status": o.status,
+        "error": o.message(),
+        "folder": o.job.name,
+        "path": str(o.job.path),
+    }
+    s = o.summary
+    if s is not None:
+        ood = s.out_of_distribution
+        values |= {
+            "score": s.score,
+            "category": s.category,
+            "tumour_area_mm2": s.verdict.tumour_area_mm2,
+            "tiles_analysed": s.tiles.analysed,
+            "model_version": s.model.version,
+            "score_method": s.verdict.score_method,
+            "largest_region_mm2": s.verdict.largest_region_mm2,
+            "out_of_distribution": None if ood is None else str(ood).lower(),
+            "mpp_used": s.slide.get("mpp_used"),
+            "mpp_origin": s.slide.get("mpp_origin"),
+        }
+    return ["" if values.get(c) is None else values[c] for c in CSV_COLUMNS]
+
+
 def summary_csv(outcomes: Iterable[SlideOutcome]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
-        [
-            "rank",
-            "slide",
-            "status",
-            "score",
-            "category",
-            "tumour_area_mm2",
-            "tiles_analysed",
-            "model_version",
-            "error",
-            "folder",
-            "path",
-            "score_method",
-            "largest_region_mm2",
-            "out_of_distribution",
-            "mpp_used",
-            "mpp_origin",
-        ]
-    )
+    writer.writerow(CSV_COLUMNS)
     for rank, o in enumerate(ranked(outcomes), start=1):
-        s = o.summary
-        writer.writerow(
-            [
-                rank,
-                o.job.label,
-                o.status,
-                "" if s is None or s.score is None else s.score,
-                "" if s is None else s.category,
-                "" if s is None else s.verdict.tumour_area_mm2,
-                "" if s is None else s.tiles.analysed,
-                "" if s is None else s.model.version,
-                o.message(),
-                o.job.name,
-                str(o.job.path),
-                "" if s is None else s.verdict.score_method,
-                "" if s is None or s.verdict.largest_region_mm2 is None else s.verdict.largest_region_mm2,
-                "" if s is None or s.out_of_distribution is None else str(s.out_of_distribution).lower(),
-                "" if s is None else s.slide.get("mpp_used", ""),
-                "" if s is None else s.slide.get("mpp_origin", ""),
-            ]
-        )
+        writer.writerow(_csv_row(rank, o))
     return buf.getvalue()
