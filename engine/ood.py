@@ -9,7 +9,7 @@ analysis from what the pipeline already has:
   the training patches' (``ColourStats``), normalised so that training patches are at about 1.
   Every model gets it.
 - **features**: the model's own pooled features against their training statistics
-  (``engine.contract.FeatureStats``), for models that export them.
+  (:class:`FeatureStats`), for models that export them.
 
 Per measure the slide keeps the median tile distance and the fraction of tiles beyond
 ``far_tile``; a slide is out of distribution when, for any measure, the median or the far
@@ -77,6 +77,52 @@ class ColourStats:
         return cls(
             mean=tuple(float(v) for v in data["mean"]),
             covariance=tuple(tuple(float(v) for v in row) for row in data["covariance"]),
+            n_patches=int(data["n_patches"]),
+        )
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Where the model's pooled features lie on its training patches, for out-of-distribution checks.
+
+    A principal-component model of the features: ``mean`` (F), the top ``components`` (k x F, rows
+    orthonormal) with their ``variances`` (k), and ``residual_variance``, the mean squared length of
+    what the components leave out. Computed on the shipped model itself (after quantization), from
+    ``n_patches`` training patches; stored in the contract as ``feature_stats``.
+    """
+
+    mean: tuple[float, ...]
+    components: tuple[tuple[float, ...], ...]
+    variances: tuple[float, ...]
+    residual_variance: float
+    n_patches: int
+
+    def distance(self, features: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
+        """Normalised Mahalanobis distance of each row of ``features`` (N x F): about 1 on the
+        training patches, growing as a patch moves away from them.
+
+        The components are modelled with their own variances, the rest of the space as isotropic
+        (each of its F - k directions with variance ``residual_variance / (F - k)``), and the
+        squared distance is divided by F.
+        """
+        f = np.asarray(features, dtype=np.float64) - np.asarray(self.mean)
+        comps = np.asarray(self.components, dtype=np.float64)
+        dim, k = len(self.mean), len(self.variances)
+        z = f @ comps.T
+        residual = f - z @ comps
+        d2 = (z**2 / np.asarray(self.variances)).sum(axis=1)
+        if dim > k:
+            d2 += (residual**2).sum(axis=1) * (dim - k) / max(self.residual_variance, 1e-12)
+        out: NDArray[np.float64] = np.sqrt(d2 / dim)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureStats:
+        return cls(
+            mean=tuple(float(v) for v in data["mean"]),
+            components=tuple(tuple(float(v) for v in row) for row in data["components"]),
+            variances=tuple(float(v) for v in data["variances"]),
+            residual_variance=float(data["residual_variance"]),
             n_patches=int(data["n_patches"]),
         )
 

@@ -1,5 +1,5 @@
 """The model's pooled features on its training patches: the statistics stored in the contract for
-out-of-distribution checks (:class:`engine.contract.FeatureStats`).
+out-of-distribution checks (:class:`engine.ood.FeatureStats`).
 
 They are measured on the final ONNX model (FP32 export or INT8 after quantization), because
 cross-layer equalization rescales the pooled features per field.
@@ -13,7 +13,8 @@ import logging
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.contract import METADATA_KEY, FeatureStats, ModelContract
+from engine.contract import METADATA_KEY, ModelContract
+from engine.ood import FeatureStats
 from engine.preprocess import prepare
 
 log = logging.getLogger(__name__)

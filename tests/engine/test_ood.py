@@ -111,7 +111,8 @@ def _features_model(tmp_path: Path, centre: tuple[float, float, float]) -> Model
     import onnx
     from onnx import TensorProto, helper
 
-    from engine.contract import METADATA_KEY, FeatureStats
+    from engine.contract import METADATA_KEY
+    from engine.ood import FeatureStats
     from tests.onnx_models import colour_graph
 
     graph = colour_graph()
