@@ -170,13 +170,11 @@ def _score_and_regions(
     if not np.isfinite(g).any():
         return None, None, np.zeros(0)
     method = policy.score_method
+    stats = region_stats(g, policy.tile_threshold, policy.smooth_cells)
     if method == "top_k_mean":
-        stats = region_stats(g, policy.tile_threshold, policy.smooth_cells)
         return top_k_mean(g, policy.top_k), stats, np.zeros(len(stats.cells))
     if method == "smoothed_max":
-        stats = region_stats(g, policy.tile_threshold, policy.smooth_cells)
         return float(np.nanmax(smoothed(g, policy.smooth_cells))), stats, region_scores(stats, policy)
-    stats = region_stats(g, policy.tile_threshold, policy.smooth_cells)
     scores = region_scores(stats, policy)
     if len(scores):
         return float(scores.max()), stats, scores
