@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 from engine.errors import OutputError, Remedy, SlideNotFoundError
+from engine.slide import slide_name
 from engine.summary import InputIdentity
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,6 @@ def _absolute(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def _slide_stem(path: Path) -> str:
-    return path.stem if path.suffix else path.name
-
-
 def input_root(path: Path) -> Path:
     """What an input is: the file itself, or for a ``.dcm`` file the folder of its slide."""
     return path.parent if path.suffix.lower() == DICOM_SUFFIX and not path.is_dir() else path
@@ -58,7 +55,7 @@ def input_root(path: Path) -> Path:
 def display_name(path: Path) -> str:
     """The human name of an input: the file name without extension, or the DICOM folder's name."""
     root = input_root(path)
-    return _absolute(root).name if root is not path else _slide_stem(path)
+    return _absolute(root).name if root is not path else slide_name(path)
 
 
 def results_name(path: Path) -> str:
