@@ -31,7 +31,6 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from engine.contract import METADATA_KEY
 from engine.model import Model
 from engine.ood import ColourStats, OodPolicy, tile_colour
 from engine.pipeline import AnalysisParams, analyse_slide
@@ -98,15 +97,10 @@ def choose_far_fraction(inside: list[float], outside: list[float], current: floa
 
 def stamp(model_path: Path, out_path: Path, policy: OodPolicy) -> None:
     """Write ``model_path`` to ``out_path`` with ``policy`` in its contract (graph unchanged)."""
-    import onnx
+    from engine.outputs import write_bytes_atomic
+    from training.stamp import restamp
 
-    proto = onnx.load(str(model_path))
-    entry = next(p for p in proto.metadata_props if p.key == METADATA_KEY)
-    contract = json.loads(entry.value)
-    contract["ood"] = policy.as_dict()
-    entry.value = json.dumps(contract, sort_keys=True)
-    onnx.save(proto, str(out_path))
-    Model.load(out_path)  # the stamped contract must parse
+    write_bytes_atomic(out_path, restamp(model_path.read_bytes(), lambda c: replace(c, ood=policy)))
 
 
 def main(argv: list[str] | None = None) -> int:

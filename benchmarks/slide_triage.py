@@ -448,22 +448,12 @@ def _sigmoid(z: float) -> float:
 
 def stamp(model_path: Path, out_path: Path, policy: TriagePolicy) -> None:
     """Write ``model_path`` with ``policy`` in its contract to ``out_path``; weights unchanged."""
-    import onnx
+    from engine.contract import METADATA_KEY
+    from engine.outputs import write_bytes_atomic
+    from training.stamp import restamp
 
-    from engine.contract import METADATA_KEY, ModelContract
-    from training.export import with_contract
-
-    data = model_path.read_bytes()
-    proto = onnx.load_from_string(data)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    contract = ModelContract.from_metadata(meta)
-    new = dataclasses.replace(contract, triage=policy)
-    stamped = with_contract(data, new)
-    before = [t.SerializeToString() for t in proto.graph.initializer]
-    after = [t.SerializeToString() for t in onnx.load_from_string(stamped).graph.initializer]
-    if before != after:
-        raise SystemExit("re-stamping changed the model weights; refusing to write")
-    out_path.write_bytes(stamped)
+    stamped = restamp(model_path.read_bytes(), lambda c: dataclasses.replace(c, triage=policy))
+    write_bytes_atomic(out_path, stamped)
     say(f"# wrote {out_path} ({METADATA_KEY} updated; sha256 {hashlib.sha256(stamped).hexdigest()})")
 
 

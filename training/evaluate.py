@@ -225,11 +225,12 @@ def stamp_heldout(model_path: Path, result: dict[str, Any]) -> None:
     import dataclasses
 
     from engine.outputs import write_bytes_atomic
-    from training.export import with_contract
+    from training.stamp import restamp
 
-    clf = OnnxClassifier(model_path)
-    info = dict(clf.contract.info)
-    info["heldout"] = {k: result[k] for k in HELDOUT_KEYS if k in result}
-    contract = dataclasses.replace(clf.contract, info=info)
-    write_bytes_atomic(model_path, with_contract(model_path.read_bytes(), contract))
+    heldout = {k: result[k] for k in HELDOUT_KEYS if k in result}
+
+    def change(c: ModelContract) -> ModelContract:
+        return dataclasses.replace(c, info={**c.info, "heldout": heldout})
+
+    write_bytes_atomic(model_path, restamp(model_path.read_bytes(), change))
     log.info("recorded the held-out numbers in %s", model_path)

@@ -22,12 +22,13 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from engine.contract import METADATA_KEY, ModelContract
+from engine.contract import ModelContract
 from engine.outputs import write_bytes_atomic
 from engine.preprocess import prepare
 from training.config import ArchConfig
 from training.features import FEATURES_NAME, training_sample, with_feature_stats
 from training.mobilenet import MobileNetV2
+from training.stamp import contract_of, with_contract
 from training.train import build_model, load_weights, make_batch
 
 log = logging.getLogger(__name__)
@@ -121,22 +122,6 @@ def to_onnx(plain: nn.Module, input_size: int, contract: ModelContract) -> bytes
     return with_contract(buffer.getvalue(), contract)
 
 
-def with_contract(model_bytes: bytes, contract: ModelContract) -> bytes:
-    """The model with ``contract`` as its one EquiTriage contract entry, checked by onnx."""
-    import onnx
-
-    proto = onnx.load_from_string(model_bytes)
-    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    entry = proto.metadata_props.add()
-    entry.key = METADATA_KEY
-    entry.value = contract.to_json()
-    proto.producer_name = "equitriage-training"
-    onnx.checker.check_model(proto)
-    return bytes(proto.SerializeToString())
-
-
 def onnx_logits(model_bytes: bytes, x: NDArray[np.float32]) -> NDArray[np.float32]:
     """Run an ONNX model with onnxruntime on CPU."""
     import onnxruntime as ort
@@ -155,10 +140,7 @@ def parity(
     The ONNX input comes from the engine's own ``prepare`` with the contract read back from the
     file; the torch inputs from training's batch code, so this also checks that both agree.
     """
-    import onnx
-
-    proto = onnx.load_from_string(model_bytes)
-    contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+    contract = contract_of(model_bytes)
     x_engine = prepare(patches, contract)
     x_train = make_batch(patches, contract.input_size, contract.mean, contract.std)
     with torch.no_grad():

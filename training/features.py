@@ -13,9 +13,10 @@ import logging
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.contract import METADATA_KEY, ModelContract
+from engine.contract import METADATA_KEY
 from engine.ood import FeatureStats
 from engine.preprocess import prepare
+from training.stamp import contract_of, restamp
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +68,13 @@ def onnx_features(model_bytes: bytes, x: NDArray[np.float32], batch: int = 256) 
 
 def with_feature_stats(model_bytes: bytes, patches: NDArray[np.uint8]) -> bytes:
     """``model_bytes`` with the statistics of its features on ``patches`` added to its contract."""
-    import onnx
-
-    from training.export import with_contract
-
-    proto = onnx.load_from_string(model_bytes)
-    contract = ModelContract.from_metadata({p.key: p.value for p in proto.metadata_props})
+    contract = contract_of(model_bytes)
     if contract.features_name is None:
         raise ValueError(f"{METADATA_KEY}: the model exports no features")
     stats = fit_feature_stats(onnx_features(model_bytes, prepare(patches, contract)))
     log.info("feature statistics: %d features, %d components, %d patches", len(stats.mean),
              len(stats.variances), stats.n_patches)
-    return with_contract(model_bytes, dataclasses.replace(contract, feature_stats=stats))
-
+    return restamp(model_bytes, lambda c: dataclasses.replace(c, feature_stats=stats))
 
 def training_sample(data: object, cache_dir: object, n: int = N_PATCHES, seed: int = 0) -> NDArray[np.uint8]:
     """``n`` seeded training patches (raw uint8) for the feature statistics."""

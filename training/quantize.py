@@ -287,7 +287,8 @@ def quantize_plain(
     import torch
 
     from training import dfq
-    from training.export import to_onnx, with_contract
+    from training.export import to_onnx
+    from training.stamp import with_contract
 
     prepared = apply_dfq(plain, cfg)
     size = contract.input_size
