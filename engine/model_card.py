@@ -1,9 +1,10 @@
 """What a clinician needs to know about a model: measured accuracy and AUC with their intervals,
 intended use, limits and how final the thresholds are.
 
-Held-out metrics come from the contract (``info["heldout"]``, written by ``training export
---metrics``) or, for a model without them, from the shipped model card (``MODEL_CARD.md``
-beside the model) when the card names this model's version. Nothing else is invented.
+Held-out metrics come from the contract (``info["heldout"]``, written by ``training evaluate
+--stamp`` or ``training export --metrics``) or, for a model without them, from the shipped
+model card (``MODEL_CARD.md`` beside the model) when the card names this model's version.
+Nothing else is invented.
 """
 
 from __future__ import annotations

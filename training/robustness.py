@@ -7,14 +7,13 @@ own preprocessing (crop to its input size) follows, exactly as in the engine.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from training.augment import hed_jitter
+from training.augment import hed_jitter, jpeg
 
 Patches = NDArray[np.uint8]
 Path_ = Callable[[Patches], Patches]
@@ -50,13 +49,9 @@ def scan_path(patches: Patches) -> Patches:
     def fn(img: Image.Image) -> Image.Image:
         side = round(img.size[0] * SCAN_ZOOM)
         scan = img.resize((side, side), Image.Resampling.BICUBIC)
-        buf = io.BytesIO()
-        scan.save(buf, format="JPEG", quality=SCAN_JPEG_QUALITY)
-        buf.seek(0)
-        with Image.open(buf) as tile:
-            level = tile.convert("RGB").resize(
-                (side // SCAN_LEVEL_DOWNSAMPLE, side // SCAN_LEVEL_DOWNSAMPLE), Image.Resampling.BOX
-            )
+        tile = Image.fromarray(jpeg(np.asarray(scan), SCAN_JPEG_QUALITY))
+        level_side = side // SCAN_LEVEL_DOWNSAMPLE
+        level = tile.resize((level_side, level_side), Image.Resampling.BOX)
         return level.resize(img.size, Image.Resampling.BILINEAR)
 
     return _each(patches, fn)
