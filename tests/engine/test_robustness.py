@@ -44,6 +44,14 @@ def whole_results(out: Path) -> list[Path]:
 
 
 # -- result identity ---------------------------------------------------------------------------
+
+def cmu_copies(shared_data: Path, folder: Path, n: int) -> Path:
+    """``folder`` holding ``n`` differently named links to the CMU-1 slide."""
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"case_{i}.svs").symlink_to(shared_data / "slides" / "CMU-1-Small-Region.svs")
+    return folder
+
 def test_same_named_slides_never_share_a_folder(shared_data: Path, model_path: Path, tmp_path: Path) -> None:
     for sub, source in (("a", "CMU-1-Small-Region.svs"), ("b", "boxes_generic_tiled.tiff")):
         (tmp_path / sub).mkdir()
@@ -89,10 +97,7 @@ def test_new_content_at_the_same_path_is_analysed_again(
 def test_summary_csv_is_a_view_of_the_whole_folder(
     shared_data: Path, model_path: Path, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "slides"
-    folder.mkdir()
-    for i in range(3):
-        (folder / f"case_{i}.svs").symlink_to(shared_data / "slides" / "CMU-1-Small-Region.svs")
+    folder = cmu_copies(shared_data, tmp_path / "slides", 3)
     out = tmp_path / "out"
     assert run_cli("batch", str(folder), "--out", str(out), "--model", str(model_path)).returncode == 0
     other = shared_data / "slides" / "boxes_generic_tiled.tiff"
@@ -183,10 +188,7 @@ def test_a_held_lock_is_renewed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_two_batches_on_one_folder_never_corrupt_each_other(
     shared_data: Path, model_path: Path, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "slides"
-    folder.mkdir()
-    for i in range(4):
-        (folder / f"case_{i}.svs").symlink_to(shared_data / "slides" / "CMU-1-Small-Region.svs")
+    folder = cmu_copies(shared_data, tmp_path / "slides", 4)
     out = tmp_path / "out"
     cmd = engine_cmd("batch", str(folder), "--out", str(out), "--model", str(model_path), "--threads", "1")
     procs = [
