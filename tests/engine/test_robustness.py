@@ -43,14 +43,16 @@ def whole_results(out: Path) -> list[Path]:
     return found
 
 
-# -- result identity ---------------------------------------------------------------------------
-
 def cmu_copies(shared_data: Path, folder: Path, n: int) -> Path:
     """``folder`` holding ``n`` differently named links to the CMU-1 slide."""
     folder.mkdir()
     for i in range(n):
         (folder / f"case_{i}.svs").symlink_to(shared_data / "slides" / "CMU-1-Small-Region.svs")
     return folder
+
+
+# -- result identity ---------------------------------------------------------------------------
+
 
 def test_same_named_slides_never_share_a_folder(shared_data: Path, model_path: Path, tmp_path: Path) -> None:
     for sub, source in (("a", "CMU-1-Small-Region.svs"), ("b", "boxes_generic_tiled.tiff")):
