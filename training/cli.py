@@ -147,9 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert isinstance(arch, ArchConfig)
         out = args.out or f"runs/{arch.arch}-{arch.group_name}-w{arch.width}-s{args.seed}"
         saved = saved_run(Path(out)) if args.resume else None
-        if saved is not None:  # a resumed run continues with the settings it was started with
-            cfg, arch = saved
-            cfg = dataclasses.replace(cfg, threads=args.threads)
+        if saved is not None:  # a resumed run continues with the settings it was started with,
+            cfg, arch = saved  # in the folder it was found in (it may have been moved)
+            cfg = dataclasses.replace(cfg, threads=args.threads, out_dir=out)
         else:
             recipe: dict[str, Any] = dict(ROBUST_RECIPE) if args.recipe == "robust" else {}
             options = ("shift", "scale", "blur_p", "jpeg_p", "hed", "jitter", "label_smoothing", "ema_decay")

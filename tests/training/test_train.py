@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -154,8 +155,12 @@ def test_cli_resume_continues_with_the_saved_recipe(pcam_h5: Path, tmp_path: Pat
              "--recipe", "robust", "--hed", "0.02", "--epochs", "2", "--train-size", "64",
              "--batch-size", "32", "--stop-after", "1"]
     assert main(first + common) == 0
+    moved = tmp_path / "moved"  # a run folder may be moved between sessions: it resumes there
+    shutil.copytree(out, moved)
+    common[-1] = str(moved)
     assert main(["train", "--resume", "--epochs", "9", *common]) == 0  # settings come from last.pt
-    last = torch.load(out / "last.pt", weights_only=False)
+    assert torch.load(out / "last.pt", weights_only=False)["state"]["epoch"] == 1  # left alone
+    last = torch.load(moved / "last.pt", weights_only=False)
     assert last["state"]["epoch"] == 2 and last["train_config"]["epochs"] == 2
     assert last["train_config"]["hed"] == 0.02 and last["train_config"]["shift"] is True
     assert last["arch"]["antialias"] is True
