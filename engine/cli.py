@@ -331,7 +331,7 @@ def _run_on_cluster(
     _quiet_dask(args.verbose)
     if args.workers:
         threads = args.threads or max(1, usable_cores() // args.workers)
-        cluster = local_cluster(args.workers)
+        cluster = local_cluster(args.workers, verbose=args.verbose)
     else:
         address = check_address(args.scheduler, args.insecure)
         tls = address.startswith("tls://")

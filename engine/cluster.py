@@ -283,8 +283,13 @@ def dask_setup(worker: Any) -> None:
 
 
 @contextlib.contextmanager
-def local_cluster(workers: int) -> Iterator[Any]:
-    """A :class:`distributed.Client` on ``workers`` worker processes of one thread each, on loopback."""
+def local_cluster(workers: int, verbose: bool = False) -> Iterator[Any]:
+    """A :class:`distributed.Client` on ``workers`` worker processes of one thread each, on loopback.
+
+    The worker processes' own Dask logging is silenced unless ``verbose``: on Ctrl-C a worker may
+    log a traceback for a heartbeat the closing scheduler no longer answers, and a slide's own
+    failure reaches the client as its outcome anyway.
+    """
     _need_dask()
     import dask
     from distributed import Client, LocalCluster
@@ -299,7 +304,7 @@ def local_cluster(workers: int) -> Iterator[Any]:
                 protocol="tcp://",
                 dashboard_address=None,
                 worker_dashboard_address=None,
-                silence_logs=logging.ERROR,  # e.g. "task cancelled" when the batch is interrupted
+                silence_logs=logging.ERROR if verbose else logging.CRITICAL,
             )
         except (OSError, RuntimeError, TimeoutError) as exc:
             raise ClusterError(f"cannot start {workers} local Dask workers ({exc})") from exc
