@@ -1,4 +1,4 @@
-"""Command line: ``python -m training {train,export,evaluate,quantize,study,results,summary}``.
+"""Command line: ``python -m training {train,fork,export,evaluate,quantize,study,results,summary}``.
 
 Also installed as ``equitriage-train``.
 """
@@ -44,6 +44,9 @@ def _add_arch(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--antialias", action="store_true", help="blur before every stride-2 subsampling (shift stability)"
     )
+    p.add_argument(
+        "--blur-kernel", type=int, choices=(3, 5, 7), default=3, help="binomial size of that blur (default 3)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
         "--stop-after", type=int, default=None, help="stop after this many epochs in this call (resume later)"
     )
 
+    f = sub.add_parser("fork", help="continue a run's last.pt in a new folder with another blur size")
+    f.add_argument("src", help="run folder holding last.pt")
+    f.add_argument("dst", help="new run folder (then: train --out DST --resume)")
+    f.add_argument("--blur-kernel", type=int, choices=(3, 5, 7), required=True)
+
     e = sub.add_parser("export", help="export a checkpoint to ONNX with the engine's contract")
     e.add_argument("checkpoint")
     e.add_argument("--out", default="model.onnx")
@@ -127,6 +135,7 @@ def _arch(args: argparse.Namespace) -> object:
         strides=args.strides,
         scale_last=args.scale_last,
         antialias=args.antialias,
+        blur_kernel=args.blur_kernel,
     )
 
 
@@ -212,6 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from training.results import cmd_results
 
         return cmd_results(args)
+    if args.command == "fork":
+        from training.fork import fork_run
+
+        fork_run(Path(args.src), Path(args.dst), args.blur_kernel)
+        return 0
     if args.command == "summary":
         from training.complexity import log_summary
 

@@ -59,6 +59,9 @@ def centred_padding(size_px: int, kernel: int, stride: int) -> int:
     raise ValueError(f"no centred padding for size {size_px}, kernel {kernel}")
 
 
+BLUR_KERNEL = 3  # the default anti-aliasing low-pass: binomial [1, 2, 1] x [1, 2, 1] / 16
+
+
 @dataclass(frozen=True)
 class ArchConfig:
     """What defines a network: architecture, symmetry group order, width and which strides stay."""
@@ -72,6 +75,7 @@ class ArchConfig:
     scale_last: bool = False
     dropout: float = 0.2
     antialias: bool = False
+    blur_kernel: int = BLUR_KERNEL  # binomial low-pass size of the anti-aliasing (3, 5 or 7)
 
     def __post_init__(self) -> None:
         if self.arch not in ("conventional", "equivariant"):
@@ -82,6 +86,8 @@ class ArchConfig:
             raise ValueError(f"group order must be >= 2 (C_N), got {self.group_order}")
         if not self.width > 0:
             raise ValueError(f"width must be positive, got {self.width}")
+        if self.blur_kernel not in (3, 5, 7):
+            raise ValueError(f"blur kernel must be 3, 5 or 7, got {self.blur_kernel}")
 
     @property
     def divisor(self) -> int:
@@ -113,14 +119,11 @@ class ArchConfig:
         """Inverse of :meth:`to_dict`."""
         data = dict(data)
         data["strides"] = tuple(bool(s) for s in data["strides"])
-        return cls(**data)  # checkpoints older than ``antialias`` get its default (off)
+        return cls(**data)  # older checkpoints get the defaults of newer fields (no anti-aliasing, blur 3)
 
     def strides_text(self) -> str:
         """The stride flags as a bit string, e.g. ``11100``."""
         return "".join("1" if s else "0" for s in self.strides)
-
-
-BLUR_KERNEL = 3  # the anti-aliasing low-pass: binomial [1, 2, 1] x [1, 2, 1] / 16
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class ConvSpec:
     size_in: int
     size_out: int
     blur_padding: int | None = None
+    blur_kernel: int = BLUR_KERNEL
 
     @property
     def size_conv(self) -> int:
@@ -168,12 +172,22 @@ class Plan:
 
 
 def _conv(
-    cin: int, cout: int, k: int, stride: int, size: int, *, dw: bool, relu: bool, antialias: bool = False
+    cin: int,
+    cout: int,
+    k: int,
+    stride: int,
+    size: int,
+    *,
+    dw: bool,
+    relu: bool,
+    antialias: bool = False,
+    blur: int = BLUR_KERNEL,
 ) -> ConvSpec:
     if antialias and stride == 2:
-        blur_pad = centred_padding(size, BLUR_KERNEL, 2)
-        out = conv_output_size(size, BLUR_KERNEL, 2, blur_pad)
-        return ConvSpec(cin, cout, k, 1, centred_padding(size, k, 1), dw, relu, size, out, blur_pad)
+        # every blur size samples the grid of the 3-tap blur: same centre, same output size
+        blur_pad = centred_padding(size, BLUR_KERNEL, 2) + (blur - BLUR_KERNEL) // 2
+        out = conv_output_size(size, blur, 2, blur_pad)
+        return ConvSpec(cin, cout, k, 1, centred_padding(size, k, 1), dw, relu, size, out, blur_pad, blur)
     pad = centred_padding(size, k, stride) if k > 1 else 0
     out = conv_output_size(size, k, stride, pad)
     return ConvSpec(cin, cout, k, stride, pad, dw, relu, size, out)
@@ -186,7 +200,8 @@ def build_plan(cfg: ArchConfig) -> Plan:
     size = cfg.input_size
     cin = make_divisible(STEM_CHANNELS * cfg.width, d)
     aa = cfg.antialias
-    stem = _conv(3, cin, 3, 2 if next(strides) else 1, size, dw=False, relu=True, antialias=aa)
+    bk = cfg.blur_kernel
+    stem = _conv(3, cin, 3, 2 if next(strides) else 1, size, dw=False, relu=True, antialias=aa, blur=bk)
     size = stem.size_out
     blocks: list[BlockSpec] = []
     for t, c, n, s in INVERTED_RESIDUAL_SETTING:
@@ -197,7 +212,7 @@ def build_plan(cfg: ArchConfig) -> Plan:
             units: list[ConvSpec] = []
             if t != 1:
                 units.append(_conv(cin, hidden, 1, 1, size, dw=False, relu=True))
-            dw = _conv(hidden, hidden, 3, stride, size, dw=True, relu=True, antialias=aa)
+            dw = _conv(hidden, hidden, 3, stride, size, dw=True, relu=True, antialias=aa, blur=bk)
             units.append(dw)
             units.append(_conv(hidden, cout, 1, 1, dw.size_out, dw=False, relu=False))
             blocks.append(BlockSpec(tuple(units), residual=stride == 1 and cin == cout))
@@ -215,5 +230,5 @@ def plan_macs(plan: Plan, num_classes: int, pool_order: int) -> int:
         per_out = (1 if u.depthwise else u.in_channels) * u.kernel * u.kernel
         total += u.out_channels * u.size_conv * u.size_conv * per_out
         if u.blur_padding is not None:
-            total += u.out_channels * u.size_out * u.size_out * BLUR_KERNEL * BLUR_KERNEL
+            total += u.out_channels * u.size_out * u.size_out * u.blur_kernel * u.blur_kernel
     return total + plan.last.out_channels // pool_order * num_classes

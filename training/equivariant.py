@@ -16,7 +16,7 @@ from e2cnn import gspaces
 from e2cnn import nn as enn
 from torch import nn
 
-from training.config import BLUR_KERNEL, ArchConfig, BlockSpec, ConvSpec, build_plan
+from training.config import ArchConfig, BlockSpec, ConvSpec, build_plan
 from training.layers import BlurPool, GroupMaxPool, InputMask, MaskedAvgPool
 from training.mobilenet import InvertedResidual, MobileNetV2
 from training.steerable import SteerableDepthwiseConv
@@ -42,7 +42,7 @@ def _unit(gspace: Any, spec: ConvSpec, in_type: Any) -> Any:
     if spec.relu:
         layers.append(enn.ReLU(out_type, inplace=True))
     if spec.blur_padding is not None:
-        layers.append(EquivariantBlurPool(out_type, spec.blur_padding))
+        layers.append(EquivariantBlurPool(out_type, spec.blur_padding, spec.blur_kernel))
     return enn.SequentialModule(*layers)
 
 
@@ -50,19 +50,20 @@ class EquivariantBlurPool(enn.EquivariantModule):  # type: ignore[misc]
     """:class:`training.layers.BlurPool` on a GeometricTensor (a D4-symmetric kernel on every
     channel commutes with the C_N action on regular fields)."""
 
-    def __init__(self, field_type: Any, padding: int) -> None:
+    def __init__(self, field_type: Any, padding: int, kernel: int) -> None:
         super().__init__()
         self.in_type = field_type
         self.out_type = field_type
-        self.blur = BlurPool(field_type.size, 2, padding, BLUR_KERNEL)
+        self.kernel = kernel
+        self.blur = BlurPool(field_type.size, 2, padding, kernel)
 
     def forward(self, x: Any) -> Any:
         return enn.GeometricTensor(self.blur(x.tensor), self.out_type)
 
     def evaluate_output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         b, c, h, w = input_shape
-        size = (h + 2 * self.blur.padding - BLUR_KERNEL) // 2 + 1
-        return b, c, size, (w + 2 * self.blur.padding - BLUR_KERNEL) // 2 + 1
+        size = (h + 2 * self.blur.padding - self.kernel) // 2 + 1
+        return b, c, size, (w + 2 * self.blur.padding - self.kernel) // 2 + 1
 
 
 class EquivariantInvertedResidual(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.config import BLUR_KERNEL, ArchConfig, BlockSpec, ConvSpec, build_plan
+from training.config import ArchConfig, BlockSpec, ConvSpec, build_plan
 from training.layers import BlurPool, GroupMaxPool, InputMask, MaskedAvgPool
 
 
@@ -31,7 +31,7 @@ def conv_unit(spec: ConvSpec) -> nn.Sequential:
     if spec.relu:
         layers.append(nn.ReLU(inplace=True))
     if spec.blur_padding is not None:
-        layers.append(BlurPool(spec.out_channels, 2, spec.blur_padding, BLUR_KERNEL))
+        layers.append(BlurPool(spec.out_channels, 2, spec.blur_padding, spec.blur_kernel))
     return nn.Sequential(*layers)
 
 

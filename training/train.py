@@ -301,7 +301,7 @@ def train(
         arch.group_name,
         arch.width,
         arch.strides_text(),
-        " anti-aliased" if arch.antialias else "",
+        f" anti-aliased (blur {arch.blur_kernel})" if arch.antialias else "",
         n_params,
         device,
     )

@@ -130,37 +130,57 @@ def test_masked_pool_ignores_corners() -> None:
     assert float(model.input_mask.mask[0, 0, 0, 0]) == 0.0
 
 
+@pytest.mark.parametrize("blur", [3, 5, 7])
 @pytest.mark.parametrize("strides", [PAPER_STRIDES, FAST_STRIDES])
-def test_antialiasing_keeps_every_map_size_and_adds_a_blur_per_subsampling(strides: tuple[bool, ...]) -> None:
-    plain, blurred = (build_plan(ArchConfig(strides=strides, antialias=aa)) for aa in (False, True))
+def test_antialiasing_keeps_every_map_size_and_adds_a_blur_per_subsampling(
+    strides: tuple[bool, ...], blur: int
+) -> None:
+    plain, blurred = (
+        build_plan(ArchConfig(strides=strides, antialias=aa, blur_kernel=blur)) for aa in (False, True)
+    )
     units = [(a, b) for a, b in zip(plan_units(plain), plan_units(blurred), strict=True)]
     assert all(a.size_out == b.size_out for a, b in units)
     strided = [b for a, b in units if a.stride == 2]
     assert len(strided) == sum(strides)
     assert all(b.stride == 1 and b.blur_padding is not None and b.size_conv == b.size_in for b in strided)
     assert all(b.blur_padding is None for a, b in units if a.stride == 1)
-    model = MobileNetV2(ArchConfig(arch="conventional", width=0.25, strides=strides, antialias=True))
+    assert all(b.blur_kernel == blur for b in strided)
+    arch = ArchConfig(arch="conventional", width=0.25, strides=strides, antialias=True, blur_kernel=blur)
+    model = MobileNetV2(arch)
     assert count_macs(model, 95) == plan_macs(build_plan(model.cfg), 2, 1)
-    assert sum(isinstance(m, BlurPool) for m in model.modules()) == sum(strides)
+    blurs = [m for m in model.modules() if isinstance(m, BlurPool)]
+    assert len(blurs) == sum(strides)
+    assert all(m.kernel.shape[-2:] == (blur, blur) for m in blurs)
 
 
-def test_blur_kernel_is_a_normalised_square_symmetric_low_pass() -> None:
-    k = binomial_kernel(3)
-    torch.testing.assert_close(k, torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16)
+@pytest.mark.parametrize("size", [3, 5, 7])
+def test_blur_kernel_is_a_normalised_square_symmetric_low_pass(size: int) -> None:
+    k = binomial_kernel(size)
+    if size == 3:
+        torch.testing.assert_close(k, torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16)
+    assert k.shape == (size, size) and float(k.sum()) == pytest.approx(1.0, abs=1e-6)
+    assert float(k[size // 2, size // 2]) == float(k.max())  # peaked at the centre
     for turn in (1, 2, 3):
         assert torch.equal(torch.rot90(k, turn), k)
     assert torch.equal(k.flip(0), k)
 
 
-def test_antialiased_net_exports_exactly(small_pcam: dict[str, Patches]) -> None:
+def test_blur_kernel_size_is_checked() -> None:
+    with pytest.raises(ValueError, match="blur kernel"):
+        ArchConfig(antialias=True, blur_kernel=4)
+
+
+@pytest.mark.parametrize("blur", [3, 5])
+def test_antialiased_net_exports_exactly(small_pcam: dict[str, Patches], blur: int) -> None:
     torch.manual_seed(0)
-    model = EquivariantMobileNetV2(ArchConfig(width=0.25, antialias=True))
+    model = EquivariantMobileNetV2(ArchConfig(width=0.25, antialias=True, blur_kernel=blur))
     _loud_classifier(model)
     x, y = _batch(small_pcam)
     model.train()
     F.cross_entropy(model(x), y).backward()  # batch statistics move off their initial values
     with torch.no_grad():
         torch.testing.assert_close(to_plain(model)(x), model.eval()(x), rtol=0, atol=1e-5)
+    assert _rot_gap(model, x) < 1e-5  # the larger blur keeps rot90 exact too
 
 
 def test_features_are_what_the_classifier_reads(small_pcam: dict[str, Patches]) -> None:

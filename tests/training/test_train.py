@@ -166,6 +166,39 @@ def test_cli_resume_continues_with_the_saved_recipe(pcam_h5: Path, tmp_path: Pat
     assert last["arch"]["antialias"] is True
 
 
+def test_a_forked_run_continues_with_a_larger_blur(pcam_h5: Path, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    common = ["--data", str(pcam_h5), "--cache-dir", str(tmp_path / "cache")]
+    first = ["train", "--arch", "equivariant", "--group", "C4", "--width", "0.25", "--strides", "11111",
+             "--antialias", "--epochs", "2", "--train-size", "64", "--batch-size", "32", "--stop-after", "1"]
+    assert main([*first, *common, "--out", str(src)]) == 0
+    before = torch.load(src / "last.pt", weights_only=False)
+    assert main(["fork", str(src), str(dst), "--blur-kernel", "5"]) == 0
+    forked = torch.load(dst / "last.pt", weights_only=False)
+    assert forked["arch"]["blur_kernel"] == 5 and forked["state"]["forked"]["epoch"] == 1
+    assert forked["state"]["best_epoch"] == -1  # a network with another blur starts its own best
+    changed = {k for k in before["model"] if before["model"][k].shape != forked["model"][k].shape}
+    assert changed and all(k.endswith("kernel") and forked["model"][k].shape[-1] == 5 for k in changed)
+    learned = [k for k in before["model"] if k.endswith("weight")]
+    assert all(torch.equal(before["model"][k], forked["model"][k]) for k in learned)
+    assert forked["scheduler"] == before["scheduler"]  # the schedule goes on where it was
+    assert main(["train", "--resume", *common, "--out", str(dst)]) == 0  # runs its remaining epoch
+    last = torch.load(dst / "last.pt", weights_only=False)
+    assert last["state"]["epoch"] == 2 and len(last["state"]["history"]) == 2
+    assert torch.load(dst / "best.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(src / "last.pt", weights_only=False)["state"]["epoch"] == 1  # left alone
+
+
+def test_fork_refuses_a_shape_change_that_is_not_a_blur() -> None:
+    from training.fork import reblur_state
+
+    state = {"blocks.0.weight": torch.zeros(4, 3), "stem.3.kernel": torch.zeros(8, 1, 3, 3)}
+    fresh = {"blocks.0.weight": torch.zeros(4, 3), "stem.3.kernel": torch.ones(8, 1, 5, 5)}
+    assert torch.equal(reblur_state(state, fresh)["stem.3.kernel"], fresh["stem.3.kernel"])
+    with pytest.raises(ValueError, match="not a blur"):
+        reblur_state({**state, "blocks.0.weight": torch.zeros(5, 3)}, fresh)
+
+
 def test_lr_schedule_warms_up_then_decays() -> None:
     values = [lr_factor(s, 100, 10) for s in range(100)]
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)

@@ -1,0 +1,69 @@
+"""Fork a run: continue a checkpointed run in a new folder with a different anti-aliasing blur.
+
+The blur is a fixed, untrained low-pass, so a run can switch its size part-way and keep every
+learned weight, its optimiser, schedule and random state: only the blur buffers are rebuilt.
+The fork's best-so-far is reset (a network with another blur is another network) and its
+history records where it came from. Resume the fork with ``train --out DST --resume``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.config import ArchConfig
+
+log = logging.getLogger(__name__)
+
+
+def reblur_state(state: dict[str, Any], fresh: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``state`` with every tensor whose shape differs from ``fresh`` taken from ``fresh``.
+
+    Only blur kernels may differ (names ending in ``kernel``); anything else is a mistake.
+    """
+    out = dict(state)
+    for name, value in state.items():
+        new = fresh.get(name)
+        if new is None or new.shape == value.shape:
+            continue
+        if not name.endswith("kernel"):
+            raise ValueError(f"{name} changes shape {tuple(value.shape)} -> {tuple(new.shape)}: not a blur")
+        out[name] = new.clone()
+    return out
+
+
+def fork_run(src: Path, dst: Path, blur_kernel: int) -> Path:
+    """Write ``dst/last.pt``: ``src/last.pt`` continued with a ``blur_kernel`` anti-aliasing blur."""
+    from training.train import build_model
+
+    ckpt = torch.load(src / "last.pt", map_location="cpu", weights_only=False)
+    old = ArchConfig.from_dict(ckpt["arch"])
+    if not old.antialias:
+        raise ValueError(f"{src} was trained without anti-aliasing; there is no blur to change")
+    arch = dataclasses.replace(old, blur_kernel=blur_kernel)
+    model = build_model(arch)
+    model.eval()  # checkpoints hold eval-mode state dicts (with e2cnn's expanded filters)
+    fresh = model.state_dict()
+    ckpt["arch"] = arch.to_dict()
+    ckpt["model"] = reblur_state(ckpt["model"], fresh)
+    if "ema" in ckpt:
+        ckpt["ema"] = {**ckpt["ema"], "model": reblur_state(ckpt["ema"]["model"], fresh)}
+    ckpt["train_config"] = {**ckpt["train_config"], "out_dir": str(dst)}
+    state = dict(ckpt["state"])
+    epoch = int(state["epoch"])
+    state.update(best_loss=math.inf, best_epoch=-1)
+    state["forked"] = {"from": str(src), "epoch": epoch, "blur_kernel": [old.blur_kernel, blur_kernel]}
+    ckpt["state"] = state
+    dst.mkdir(parents=True, exist_ok=True)
+    out = dst / "last.pt"
+    tmp = out.with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, out)
+    log.info("forked %s at epoch %d into %s: blur %d -> %d", src, epoch, dst, old.blur_kernel, blur_kernel)
+    return out
