@@ -27,9 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from training.batches import channel_stats, make_batch
 from training.config import ArchConfig
 from training.data import load_patches
-from training.train import ROBUST_RECIPE, TrainConfig, build_model, channel_stats, make_batch
+from training.models import build_model
+from training.train import ROBUST_RECIPE, TrainConfig
 
 
 def measure(

@@ -51,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(REPO))
     from scripts.mosaic import assign_sources, make_layout
     from scripts.mosaic_slide import (
-        PCAM_MPP,
         PatchArchive,
         SlideSpec,
         check_inputs,
@@ -59,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         write_slide,
         write_truth,
     )
+    from training.field_of_view import PCAM_MPP
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -3,20 +3,16 @@
 The output is a *mosaic* test slide, not a scan. It is a generic tiled TIFF: one top-level
 IFD per pyramid level, XResolution/YResolution in pixels per centimetre, which OpenSlide 4
 reports as ``openslide.mpp-x`` / ``openslide.mpp-y``. Every level is resampled straight from
-the 0.972 µm/px cell mosaic, so no level is ever held whole in memory: each worker renders a
-band of tile rows, chunk by chunk, and returns the encoded tiles in order.
+the cell mosaic at PCam's µm/px (``PCAM_MPP``), so no level is ever held whole in memory: each
+worker renders a band of tile rows, chunk by chunk, and returns the encoded tiles in order. The
+PCam patches come from :class:`scripts.pcam_patches.PatchArchive`.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
 import logging
 import math
-import zipfile
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -27,72 +23,28 @@ import numpy as np
 import numpy.typing as npt
 
 from scripts.mosaic import CLASS_NAMES, GLASS, Layout, level_sizes, tiles_touching_tissue
+from scripts.pcam_patches import CELL_PX, CROP_OFFSET_PX, PCAM_PATCH_PX, PCAM_ZIP, U8, PatchArchive
+from training.field_of_view import PCAM_MPP
 
 log = logging.getLogger(__name__)
 
-PCAM_ZIP = "pcam_train_valid.zip"
-PCAM_PATCH_PX = 96
-CELL_PX = 95
-CROP_OFFSET_PX = (PCAM_PATCH_PX - CELL_PX) // 2
-PCAM_MPP = 0.972
 TILE_PX = 256
 BAND_TILE_ROWS = 4
 CHUNK_TILE_COLS = 16
 GLASS_VARIANTS = 4
-PATCH_CACHE = 2048
 SRC_BLOCK_PX = 2048
 
-U8 = npt.NDArray[np.uint8]
-
-
-class PatchArchive:
-    """Labelled PCam patches read from the zip (``labels.csv`` inside), checked against sha256."""
-
-    def __init__(self, zip_path: Path) -> None:
-        self.zip_path = Path(zip_path)
-        self._zip: zipfile.ZipFile | None = None
-        self._cache: OrderedDict[int, U8] = OrderedDict()
-        text = self._open().read("labels.csv").decode("utf-8")
-        self.rows: dict[int, dict[str, str]] = {
-            int(row["source_index"]): row for row in csv.DictReader(io.StringIO(text))
-        }
-
-    def _open(self) -> zipfile.ZipFile:
-        if self._zip is None:
-            self._zip = zipfile.ZipFile(self.zip_path)
-        return self._zip
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"zip_path": self.zip_path, "_zip": None, "rows": self.rows, "_cache": OrderedDict()}
-
-    def ids(self, splits: Sequence[str], label: int) -> npt.NDArray[np.int64]:
-        """Sorted source indices of one label in the given splits."""
-        found = [i for i, r in self.rows.items() if r["split"] in splits and int(r["label"]) == label]
-        return np.array(sorted(found), dtype=np.int64)
-
-    def patch(self, source_index: int) -> U8:
-        """The ``CELL_PX`` square crop of one patch, RGB uint8 (the last few are cached)."""
-        if source_index in self._cache:
-            self._cache.move_to_end(source_index)
-            return self._cache[source_index]
-        crop = self._read_patch(source_index)
-        self._cache[source_index] = crop
-        if len(self._cache) > PATCH_CACHE:
-            self._cache.popitem(last=False)
-        return crop
-
-    def _read_patch(self, source_index: int) -> U8:
-        from PIL import Image
-
-        row = self.rows[source_index]
-        data = self._open().read(row["path"])
-        if hashlib.sha256(data).hexdigest() != row["sha256"]:
-            raise ValueError(f"sha256 mismatch for {row['path']} in {self.zip_path}")
-        rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-        if rgb.shape[:2] != (PCAM_PATCH_PX, PCAM_PATCH_PX):
-            raise ValueError(f"{row['path']}: expected 96x96, got {rgb.shape[:2]}")
-        c = CROP_OFFSET_PX
-        return np.ascontiguousarray(rgb[c : c + CELL_PX, c : c + CELL_PX])
+__all__ = [  # the mosaic slide's API; the PCam patch names are re-exported for its callers
+    "CELL_PX",
+    "PCAM_ZIP",
+    "BandRenderer",
+    "PatchArchive",
+    "SlideSpec",
+    "check_inputs",
+    "truth_dict",
+    "write_slide",
+    "write_truth",
+]
 
 
 @dataclass(frozen=True, eq=False)

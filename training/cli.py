@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 DEFAULT_DATA = "../shared/data/pcam/pcam_train_valid.zip"
+DEFAULT_CACHE_DIR = "runs/cache"
 
 
 def _strides(text: str) -> tuple[bool, ...]:
@@ -57,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on PCam")
     _add_arch(t)
     t.add_argument("--data", default=DEFAULT_DATA, help="PCam zip, h5 folder or Kaggle folder")
-    t.add_argument("--cache-dir", default="runs/cache")
+    t.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
     t.add_argument("--out", default=None, help="run folder (default runs/<arch>-<group>-w<width>-s<seed>)")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=64)
@@ -99,12 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="model.onnx")
     e.add_argument("--metrics", default=None, help="JSON of held-out metrics to store in info")
     e.add_argument("--data", default=DEFAULT_DATA, help="real patches for the parity check")
-    e.add_argument("--cache-dir", default="runs/cache")
+    e.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
 
     v = sub.add_parser("evaluate", help="held-out metrics, invariance and stability of an ONNX model")
     v.add_argument("model")
     v.add_argument("--data", default=DEFAULT_DATA)
-    v.add_argument("--cache-dir", default="runs/cache")
+    v.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
     v.add_argument("--out-dir", default=None, help="where to write metrics.json and the plot")
     v.add_argument("--limit", type=int, default=None, help="use only the first N held-out patches")
     v.add_argument("--curve-patches", type=int, default=200)
@@ -115,14 +118,143 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="parameters and MACs per patch of both architectures")
     _add_arch(s)
 
-    from training.quantize import add_quantize_parser
-    from training.results import add_results_parser
-    from training.study import add_study_parser
-
     add_quantize_parser(sub)
     add_study_parser(sub)
     add_results_parser(sub)
     return parser
+
+
+def add_quantize_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``quantize`` to ``python -m training``'s subcommands."""
+    from training.quantize import MAX_CALIBRATION, QuantConfig
+
+    q: argparse.ArgumentParser = subparsers.add_parser(
+        "quantize",
+        help="INT8 ONNX model from a training checkpoint (data-free quantization, Nagel et al. 2019)",
+        description="Quantize a training CHECKPOINT (.pt, not an .onnx file: cross-layer "
+                    "equalization and high-bias absorption need its batch-norm statistics) to an "
+                    "onnxruntime QDQ INT8 model carrying the engine's contract.",
+    )
+    q.add_argument("checkpoint", help="training checkpoint (.pt), e.g. runs/<run>/best.pt")
+    q.add_argument("--out", default="model_int8.onnx")
+    q.add_argument("--fp32-out", default=None, help="also write the DFQ'd FP32 twin here")
+    q.add_argument("--no-cle", action="store_true", help="skip cross-layer equalization")
+    q.add_argument("--no-hba", action="store_true", help="skip high-bias absorption")
+    q.add_argument("--bias-correction", action="store_true", help="analytic bias correction")
+    q.add_argument("--per-channel", action="store_true", help="per-channel weights (default per-tensor)")
+    q.add_argument("--calibrate", type=int, default=0, metavar="N",
+                   help=f"calibrate activation ranges on N <= {MAX_CALIBRATION} training patches "
+                        "(default 0: data-free ranges from batch-norm statistics)")
+    q.add_argument("--range-sigmas", type=float, default=QuantConfig.range_sigmas,
+                   help="data-free activation range: BN mean +- this many BN stds")
+    q.add_argument("--no-reduce-range", action="store_true", help="8-bit instead of 7-bit weights")
+    q.add_argument("--data", default=DEFAULT_DATA,
+                   help="PCam data for --calibrate and the INT8-vs-FP32 check ('' for none)")
+    q.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
+    return q
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    """Run ``quantize``; returns the exit status (2 with a one-line message on bad input)."""
+    from training.quantize import QuantConfig, quantize_checkpoint
+
+    checkpoint = Path(args.checkpoint)
+    if checkpoint.suffix.lower() == ".onnx":
+        log.error("%s is an ONNX file; pass the training checkpoint (.pt) it was exported from: "
+                  "data-free quantization needs the batch-norm statistics", checkpoint)
+        return 2
+    if not checkpoint.is_file():
+        log.error("%s: no checkpoint there", checkpoint)
+        return 2
+    try:
+        cfg = QuantConfig(cle=not args.no_cle, hba=not args.no_hba,
+                          bias_correction=args.bias_correction, per_channel=args.per_channel,
+                          calibrate=args.calibrate, range_sigmas=args.range_sigmas,
+                          reduce_range=not args.no_reduce_range)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    data = Path(args.data) if args.data else None
+    if data is not None and not data.exists():
+        if cfg.calibrate:
+            log.error("%s: no PCam data there (needed by --calibrate)", data)
+            return 2
+        log.warning("%s not found: checking INT8 against FP32 on random inputs", data)
+        data = None
+    quantize_checkpoint(checkpoint, Path(args.out), cfg, data, Path(args.cache_dir),
+                        Path(args.fp32_out) if args.fp32_out else None)
+    return 0
+
+
+def add_study_parser(subparsers: Any) -> None:
+    """Add ``study`` to ``python -m training``'s subcommands."""
+    from training.study import VARIANT_BY_NAME
+
+    p = subparsers.add_parser("study", help="export, quantize and evaluate trained runs (docs/results.md)")
+    p.add_argument("runs", nargs="+", help="run folders, each with a best.pt")
+    p.add_argument("--out", default="runs/study")
+    p.add_argument("--variants", default="", help=f"comma-separated subset of {', '.join(VARIANT_BY_NAME)}")
+    p.add_argument("--data", default=DEFAULT_DATA)
+    p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
+    p.add_argument("--curve-patches", type=int, default=100,
+                   help="held-out patches for the continuous-angle curve (0 skips it)")
+    p.add_argument("--n-boot", type=int, default=1000)
+
+
+def cmd_study(args: Any) -> int:
+    """Run ``study``; 2 with a one-line message on bad input."""
+    from training.study import parse_variants, study_run
+
+    try:
+        variants = parse_variants(args.variants)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    data = Path(args.data)
+    if not data.exists():
+        log.error("%s: no PCam data there; pass --data", data)
+        return 2
+    missing = [r for r in args.runs if not (Path(r) / "best.pt").is_file()]
+    if missing:
+        log.error("no best.pt in %s; train those runs first or leave them out", ", ".join(missing))
+        return 2
+    for run in args.runs:
+        study_run(Path(run), Path(args.out), variants, data, Path(args.cache_dir),
+                  args.curve_patches, args.n_boot)
+    return 0
+
+
+def add_results_parser(subparsers: Any) -> None:
+    """Add ``results`` to ``python -m training``'s subcommands."""
+    p = subparsers.add_parser("results", help="tables and plots of docs/results.md from a study folder")
+    p.add_argument("study", help="folder written by 'python -m training study'")
+    p.add_argument("--doc", default="docs/results.md")
+    p.add_argument("--figures", default="docs/results")
+    p.add_argument("--speed", default=None, help="JSON written by benchmarks/model_speed.py --json")
+    p.add_argument("--recipe", nargs=2, metavar=("STUDY", "SPEED"), default=None,
+                   help="study folder and speed JSON of the recipe comparison (the recipe block)")
+
+
+def cmd_results(args: Any) -> int:
+    """Run ``results``; 2 with a one-line message on bad input."""
+    from training.results.document import write_results
+
+    doc = Path(args.doc)
+    if not doc.is_file():
+        log.error("%s: no such document; create it with the <!-- results:NAME --> blocks", doc)
+        return 2
+    speed = Path(args.speed) if args.speed else None
+    recipe = (Path(args.recipe[0]), Path(args.recipe[1])) if args.recipe else None
+    for json_path in (speed, recipe[1] if recipe else None):
+        if json_path is not None and not json_path.is_file():
+            log.error("%s: no such file; run benchmarks/model_speed.py --json %s first", json_path, json_path)
+            return 2
+    try:
+        write_results(Path(args.study), doc, Path(args.figures), speed, recipe)
+    except (FileNotFoundError, ValueError) as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
 
 
 def _arch(args: argparse.Namespace) -> object:
@@ -210,16 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     if args.command == "quantize":
-        from training.quantize import cmd_quantize
-
         return cmd_quantize(args)
     if args.command == "study":
-        from training.study import cmd_study
-
         return cmd_study(args)
     if args.command == "results":
-        from training.results import cmd_results
-
         return cmd_results(args)
     if args.command == "fork":
         from training.fork import fork_run

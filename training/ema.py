@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from training.models import load_weights
+
 
 class WeightEMA:
     """An averaged copy of ``model``, updated after every optimiser step."""
@@ -54,6 +56,4 @@ class WeightEMA:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.decay = float(state["decay"])
         self.updates = int(state["updates"])
-        from training.train import load_weights
-
         load_weights(self.model, state["model"])

@@ -25,16 +25,17 @@ from torch import nn
 from engine.contract import ModelContract
 from engine.outputs import write_bytes_atomic
 from engine.preprocess import prepare
+from training.batches import make_batch
 from training.config import ArchConfig
 from training.features import FEATURES_NAME, training_sample, with_feature_stats
+from training.field_of_view import PCAM_MPP, mask_radius_px
 from training.mobilenet import MobileNetV2
+from training.models import build_model, load_weights
 from training.stamp import contract_of, with_contract
-from training.train import build_model, load_weights, make_batch
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
-MPP = 0.972  # PCam: level 2 of 40x CAMELYON16 scans
 CLASSES = ("normal", "tumour")
 PARITY_ATOL = 1e-4
 
@@ -74,23 +75,47 @@ def make_contract(
     arch: ArchConfig, ckpt: dict[str, Any], plain: nn.Module, info: dict[str, Any]
 ) -> ModelContract:
     """The engine's contract for this model."""
-    group = arch.group_name if arch.arch == "equivariant" else "none"
     date = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
-    version = f"{arch.arch}-{group}-w{arch.width}-{date}-{weights_hash(plain)}"
+    version = f"{arch.arch}-{arch.group_name}-w{arch.width}-{date}-{weights_hash(plain)}"
     mean = tuple(float(m) for m in ckpt["mean"])
     std = tuple(float(s) for s in ckpt["std"])
     return ModelContract(
         input_size=arch.input_size,
-        mpp=MPP,
+        mpp=PCAM_MPP,
         mean=(mean[0], mean[1], mean[2]),
         std=(std[0], std[1], std[2]),
-        mask_radius=arch.input_size / 2.0,
+        mask_radius=mask_radius_px(arch.input_size),
         classes=CLASSES,
         positive_class="tumour",
         model_version=version,
         info=info,
         features_name=FEATURES_NAME if isinstance(plain, MobileNetV2) else None,
     )
+
+
+def model_info(checkpoint: Path, ckpt: dict[str, Any], model: nn.Module, plain: nn.Module) -> dict[str, Any]:
+    """What the contract's ``info`` records about a checkpoint's network and its training
+    (the FP32 export and the INT8 quantization both start from this)."""
+    from training.complexity import count_macs, count_params
+
+    arch = ArchConfig.from_dict(ckpt["arch"])
+    history = ckpt.get("history", [])
+    return {
+        "arch": arch.arch,
+        "group": arch.group_name,
+        "width": arch.width,
+        "strides": arch.strides_text(),
+        "params_trainable": count_params(model),
+        "params": count_params(plain),
+        "macs": count_macs(plain, arch.input_size),
+        "train_patches": ckpt.get("n_train"),
+        "epochs_trained": len(history),
+        "epochs_planned": ckpt.get("train_config", {}).get("epochs"),
+        "best_epoch": ckpt.get("epoch"),
+        "selection_metrics": history[-1] if history else None,
+        "checkpoint": checkpoint.name,
+        "opset": OPSET,
+    }
 
 
 def to_onnx(plain: nn.Module, input_size: int, contract: ModelContract) -> bytes:
@@ -165,27 +190,10 @@ def export_checkpoint(
     n_parity: int = 64,
 ) -> dict[str, float]:
     """Export ``checkpoint`` to ``out`` and return the parity numbers (raises if they fail)."""
-    from training.complexity import count_macs, count_params
-
     model, ckpt = load_checkpoint(checkpoint)
     arch = ArchConfig.from_dict(ckpt["arch"])
     plain = to_plain(model)
-    history = ckpt.get("history", [])
-    info: dict[str, Any] = {
-        "arch": arch.arch,
-        "group": arch.group_name,
-        "width": arch.width,
-        "strides": arch.strides_text(),
-        "params_trainable": count_params(model),
-        "params": count_params(plain),
-        "macs": count_macs(plain, arch.input_size),
-        "train_patches": ckpt.get("n_train"),
-        "epochs_trained": len(history),
-        "epochs_planned": ckpt.get("train_config", {}).get("epochs"),
-        "best_epoch": ckpt.get("epoch"),
-        "selection_metrics": history[-1] if history else None,
-        "opset": OPSET,
-    }
+    info = model_info(checkpoint, ckpt, model, plain)
     if metrics_json is not None:
         info["heldout"] = json.loads(Path(metrics_json).read_text())
     contract = make_contract(arch, ckpt, plain, info)

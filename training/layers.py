@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from engine.preprocess import circular_mask
+from training.field_of_view import disc_mask
 
 
 def disc(size_px: int) -> torch.Tensor:
-    """The engine's circular field of view for a ``size_px`` map (radius ``size_px / 2``) as floats."""
-    return torch.from_numpy(circular_mask(size_px, size_px / 2.0).astype("float32"))
+    """The circular field of view of a ``size_px`` map (:mod:`training.field_of_view`) as floats."""
+    return torch.from_numpy(disc_mask(size_px).astype("float32"))
 
 
 class InputMask(nn.Module):

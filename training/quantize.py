@@ -7,19 +7,20 @@ batch-norm statistics it needs are gone once BN is folded into an ONNX graph:
 2. fold BN, cross-layer equalization, high-bias absorption (:mod:`training.dfq`);
 3. export the FP32 folded net with :func:`training.export.to_onnx`;
 4. activation ranges either data-free (each tensor's range from the BN Gaussian model,
-   ``mean +- k std``, clipped at 0 after a ReLU) or calibrated (min/max on at most 512 unlabelled
-   training patches), handed to ``onnxruntime.quantization.quantize_static`` as a calibration cache;
+   ``mean +- k std``, clipped at 0 after a ReLU: the pure maths of :mod:`training.ranges`) or
+   calibrated (min/max on at most 512 unlabelled training patches), handed to
+   ``onnxruntime.quantization.quantize_static`` as a calibration cache;
 5. optional analytic bias correction against the weights onnxruntime actually quantized, then
    quantize again.
 
 Defaults were chosen by measurement on this CPU: uint8 activations, int8 per-tensor weights with
 ``reduce_range`` (7-bit weights, no u8s8 saturation, so 90-degree invariance stays bit-exact).
-Heavy imports (torch, onnx, onnxruntime.quantization) happen inside the functions.
+Heavy imports (torch, onnx, onnxruntime.quantization) happen inside the functions. The command
+line is ``python -m training quantize`` (:mod:`training.cli`).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -32,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.outputs import write_bytes_atomic
+from training.ranges import UNIT_WEIGHT_SUFFIX, data_free_ranges, input_range, unit_of
 
 if TYPE_CHECKING:
     import onnx
@@ -44,7 +46,6 @@ log = logging.getLogger(__name__)
 
 MAX_CALIBRATION = 512
 QUANTIZED_OPS = ("Conv", "Relu", "Add")
-DEFAULT_DATA = "../shared/data/pcam/pcam_train_valid.zip"
 
 
 @dataclass(frozen=True)
@@ -87,82 +88,13 @@ class QuantConfig:
         }
 
 
-# ----------------------------------------------------------------------------- pure maths
-
-
-def gaussian_range(mean: NDArray[np.float64], std: NDArray[np.float64], k: float,
-                   relu: bool) -> tuple[float, float]:
-    """Per-tensor range covering ``mean +- k std`` of every channel (``[0, .]`` after a ReLU)."""
-    lo = float(np.min(mean - k * std))
-    hi = float(np.max(mean + k * std))
-    if relu:
-        lo, hi = 0.0, max(hi, 1e-6)
-    return min(lo, 0.0), max(hi, 0.0)
-
-
-def input_range(mean: tuple[float, float, float], std: tuple[float, float, float]) -> tuple[float, float]:
-    """Exact range of the engine's prepared input: ``(x/255 - mean)/std`` for x in 0..255, and 0."""
-    m, s = np.asarray(mean), np.asarray(std)
-    lows, highs = -m / s, (1 - m) / s
-    return min(0.0, float(lows.min())), max(0.0, float(highs.max()))
-
-
-def data_free_ranges(
-    graph: onnx.GraphProto,
-    stats: dict[str, PreActivation],
-    relu_units: set[str],
-    input_bounds: tuple[float, float],
-    k: float,
-) -> dict[str, tuple[float, float]]:
-    """Range of every Conv, Relu and Add output (and the input) of an exported folded net.
-
-    Conv weights are named ``<unit>.0.weight`` (the unit's module path), which ties each Conv to
-    its BN model. A residual Add sums independent Gaussians per channel.
-    """
-    gauss: dict[str, tuple[NDArray[np.float64], NDArray[np.float64], bool]] = {}
-    ranges: dict[str, tuple[float, float]] = {}
-    for inp in graph.input:
-        ranges[inp.name] = input_bounds
-    for node in graph.node:
-        out = node.output[0] if node.output else ""
-        if node.op_type == "Mul" and node.input[0] in ranges and out and not gauss:
-            ranges[out] = ranges[node.input[0]]  # the input mask: x * {0, 1}
-        elif node.op_type == "Conv" and not node.input[1].endswith(".0.weight"):
-            # the fixed anti-aliasing blur: a convex combination of its input (and zero padding)
-            if node.input[0] not in ranges:
-                raise KeyError(f"Conv {node.name} ({node.input[1]!r}) has no BN model and no input range")
-            ranges[out] = ranges[node.input[0]]
-            if node.input[0] in gauss:
-                gauss[out] = gauss[node.input[0]]
-        elif node.op_type == "Conv":
-            unit = node.input[1].removesuffix(".0.weight")
-            if unit not in stats:
-                raise KeyError(f"Conv {node.name} weight {node.input[1]!r} has no BN model")
-            st = stats[unit]
-            mean, std = st.mean.double().numpy(), st.std.double().numpy()
-            relu = unit in relu_units
-            gauss[out] = (mean, std, relu)
-            ranges[out] = gaussian_range(mean, std, k, relu)
-        elif node.op_type == "Relu" and node.input[0] in gauss:
-            mean, std, _ = gauss[node.input[0]]
-            gauss[out] = (mean, std, True)
-            ranges[out] = gaussian_range(mean, std, k, True)
-        elif node.op_type == "Add" and all(i in gauss for i in node.input):
-            (m1, s1, r1), (m2, s2, r2) = gauss[node.input[0]], gauss[node.input[1]]
-            mean, std = m1 + m2, np.sqrt(s1**2 + s2**2)
-            gauss[out] = (mean, std, False)
-            if r1 or r2:  # a ReLU output in the sum (a residual around the first block)
-                (lo1, hi1), (lo2, hi2) = ranges[node.input[0]], ranges[node.input[1]]
-                ranges[out] = (lo1 + lo2, hi1 + hi2)
-            else:
-                ranges[out] = gaussian_range(mean, std, k, False)
-    return ranges
+# ----------------------------------------------------------------------------- QDQ graphs
 
 
 def blur_nodes(graph: onnx.GraphProto) -> list[str]:
     """The anti-aliasing blurs: Conv nodes with fixed weights (not a unit's ``.0.weight``). They stay
     in float between a DequantizeLinear and a QuantizeLinear; their cost is a few MACs per pixel."""
-    return [n.name for n in graph.node if n.op_type == "Conv" and not n.input[1].endswith(".0.weight")]
+    return [n.name for n in graph.node if n.op_type == "Conv" and unit_of(n.input[1]) is None]
 
 
 def dequantized_weights(proto: onnx.ModelProto) -> dict[str, NDArray[np.float32]]:
@@ -310,8 +242,8 @@ def quantize_plain(
     if cfg.bias_correction:
         weights = dequantized_weights(onnx.load_from_string(int8))
         quantized = {
-            name: torch.from_numpy(weights[f"{name}.0.weight"])
-            for name in dfq.unit_names(prepared.folded) if f"{name}.0.weight" in weights
+            name: torch.from_numpy(weights[name + UNIT_WEIGHT_SUFFIX])
+            for name in dfq.unit_names(prepared.folded) if name + UNIT_WEIGHT_SUFFIX in weights
         }
         corrected = dfq.correct_bias(prepared.folded, prepared.stats, quantized)
         report["bias_correction_max"] = max(corrected.values(), default=0.0)
@@ -363,9 +295,8 @@ def quantize_checkpoint(
     fp32_out: Path | None = None,
 ) -> dict[str, Any]:
     """Quantize a training checkpoint to ``out`` (and its DFQ'd FP32 twin to ``fp32_out``)."""
-    from training.complexity import count_macs, count_params
     from training.config import ArchConfig
-    from training.export import OPSET, load_checkpoint, make_contract, to_plain
+    from training.export import load_checkpoint, make_contract, model_info, to_plain
     from training.mobilenet import MobileNetV2
 
     model, ckpt = load_checkpoint(checkpoint)
@@ -373,12 +304,7 @@ def quantize_checkpoint(
     plain = to_plain(model)
     if not isinstance(plain, MobileNetV2):
         raise TypeError(f"{checkpoint}: expected a MobileNetV2, got {type(plain).__name__}")
-    info: dict[str, Any] = {
-        "arch": arch.arch, "group": arch.group_name, "width": arch.width,
-        "strides": arch.strides_text(), "params": count_params(plain),
-        "macs": count_macs(plain, arch.input_size), "train_patches": ckpt.get("n_train"),
-        "best_epoch": ckpt.get("epoch"), "checkpoint": checkpoint.name, "opset": OPSET,
-    }
+    info = model_info(checkpoint, ckpt, model, plain)
     contract = make_contract(arch, ckpt, plain, info)
     calib = None
     n_check = cfg.calibrate or 64
@@ -405,80 +331,3 @@ def quantize_checkpoint(
         write_bytes_atomic(fp32_out, fp32)
         log.info("wrote FP32 twin %s (%d bytes)", fp32_out, len(fp32))
     return report
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def add_quantize_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``quantize`` to ``python -m training``'s subcommands."""
-    q: argparse.ArgumentParser = subparsers.add_parser(
-        "quantize",
-        help="INT8 ONNX model from a training checkpoint (data-free quantization, Nagel et al. 2019)",
-        description="Quantize a training CHECKPOINT (.pt, not an .onnx file: cross-layer "
-                    "equalization and high-bias absorption need its batch-norm statistics) to an "
-                    "onnxruntime QDQ INT8 model carrying the engine's contract.",
-    )
-    q.add_argument("checkpoint", help="training checkpoint (.pt), e.g. runs/<run>/best.pt")
-    q.add_argument("--out", default="model_int8.onnx")
-    q.add_argument("--fp32-out", default=None, help="also write the DFQ'd FP32 twin here")
-    q.add_argument("--no-cle", action="store_true", help="skip cross-layer equalization")
-    q.add_argument("--no-hba", action="store_true", help="skip high-bias absorption")
-    q.add_argument("--bias-correction", action="store_true", help="analytic bias correction")
-    q.add_argument("--per-channel", action="store_true", help="per-channel weights (default per-tensor)")
-    q.add_argument("--calibrate", type=int, default=0, metavar="N",
-                   help=f"calibrate activation ranges on N <= {MAX_CALIBRATION} training patches "
-                        "(default 0: data-free ranges from batch-norm statistics)")
-    q.add_argument("--range-sigmas", type=float, default=QuantConfig.range_sigmas,
-                   help="data-free activation range: BN mean +- this many BN stds")
-    q.add_argument("--no-reduce-range", action="store_true", help="8-bit instead of 7-bit weights")
-    q.add_argument("--data", default=DEFAULT_DATA,
-                   help="PCam data for --calibrate and the INT8-vs-FP32 check ('' for none)")
-    q.add_argument("--cache-dir", default="runs/cache")
-    return q
-
-
-def cmd_quantize(args: argparse.Namespace) -> int:
-    """Run ``quantize``; returns the exit status (2 with a one-line message on bad input)."""
-    checkpoint = Path(args.checkpoint)
-    if checkpoint.suffix.lower() == ".onnx":
-        log.error("%s is an ONNX file; pass the training checkpoint (.pt) it was exported from: "
-                  "data-free quantization needs the batch-norm statistics", checkpoint)
-        return 2
-    if not checkpoint.is_file():
-        log.error("%s: no checkpoint there", checkpoint)
-        return 2
-    try:
-        cfg = QuantConfig(cle=not args.no_cle, hba=not args.no_hba,
-                          bias_correction=args.bias_correction, per_channel=args.per_channel,
-                          calibrate=args.calibrate, range_sigmas=args.range_sigmas,
-                          reduce_range=not args.no_reduce_range)
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 2
-    data = Path(args.data) if args.data else None
-    if data is not None and not data.exists():
-        if cfg.calibrate:
-            log.error("%s: no PCam data there (needed by --calibrate)", data)
-            return 2
-        log.warning("%s not found: checking INT8 against FP32 on random inputs", data)
-        data = None
-    quantize_checkpoint(checkpoint, Path(args.out), cfg, data, Path(args.cache_dir),
-                        Path(args.fp32_out) if args.fp32_out else None)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m training.quantize CHECKPOINT ...`` until ``python -m training quantize`` is wired."""
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m training.quantize")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_quantize_parser(sub)
-    args = parser.parse_args(["quantize", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return cmd_quantize(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

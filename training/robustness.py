@@ -14,12 +14,14 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from training.augment import hed_jitter, jpeg
+from training.field_of_view import PCAM_MPP
 
 Patches = NDArray[np.uint8]
 Path_ = Callable[[Patches], Patches]
 
 BLUR_SIZE_PX = 85  # "blur": down to 85 px and back up (a softer scanner or focus)
-SCAN_ZOOM = 3.888  # "40x": 0.25 µm/px scan of a 0.972 µm/px patch ...
+SCAN_MPP = 0.25  # "40x": a 0.25 µm/px scan of a PCam patch ...
+SCAN_ZOOM = PCAM_MPP / SCAN_MPP  # ... 3.888 times its pixels ...
 SCAN_JPEG_QUALITY = 80  # ... stored as JPEG tiles ...
 SCAN_LEVEL_DOWNSAMPLE = 4  # ... read from the pyramid level 4 times smaller, then resampled
 STAIN_GAIN = 0.15  # per-channel gains of up to +-15 %: a crude change of stain between labs

@@ -116,39 +116,3 @@ def study_run(
         evaluate_onnx(model, data, cache_dir, folder / variant.name, curve_patches=curve_patches,
                       n_boot=n_boot)
     return folder
-
-
-def add_study_parser(subparsers: Any) -> None:
-    """Add ``study`` to ``python -m training``'s subcommands."""
-    from training.quantize import DEFAULT_DATA
-
-    p = subparsers.add_parser("study", help="export, quantize and evaluate trained runs (docs/results.md)")
-    p.add_argument("runs", nargs="+", help="run folders, each with a best.pt")
-    p.add_argument("--out", default="runs/study")
-    p.add_argument("--variants", default="", help=f"comma-separated subset of {', '.join(VARIANT_BY_NAME)}")
-    p.add_argument("--data", default=DEFAULT_DATA)
-    p.add_argument("--cache-dir", default="runs/cache")
-    p.add_argument("--curve-patches", type=int, default=100,
-                   help="held-out patches for the continuous-angle curve (0 skips it)")
-    p.add_argument("--n-boot", type=int, default=1000)
-
-
-def cmd_study(args: Any) -> int:
-    """Run ``study``; 2 with a one-line message on bad input."""
-    try:
-        variants = parse_variants(args.variants)
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 2
-    data = Path(args.data)
-    if not data.exists():
-        log.error("%s: no PCam data there; pass --data", data)
-        return 2
-    missing = [r for r in args.runs if not (Path(r) / "best.pt").is_file()]
-    if missing:
-        log.error("no best.pt in %s; train those runs first or leave them out", ", ".join(missing))
-        return 2
-    for run in args.runs:
-        study_run(Path(run), Path(args.out), variants, data, Path(args.cache_dir),
-                  args.curve_patches, args.n_boot)
-    return 0

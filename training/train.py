@@ -21,17 +21,17 @@ import torch.nn.functional as F  # noqa: N812
 from numpy.typing import NDArray
 from torch import nn
 
-from engine.preprocess import circular_mask, fit_patches, normalise
 from training import augment
+from training.batches import channel_stats, make_batch
 from training.config import ArchConfig
 from training.data import Patches, load_patches
 from training.ema import WeightEMA
 from training.metrics import accuracy, auc, nll
+from training.models import build_model, load_weights
 from training.splits import VALID_SPLIT_SEED, halve, pixel_groups, stratified_subset
 
 log = logging.getLogger(__name__)
 
-MASK_RADIUS_FRACTION = 0.5  # mask radius = input_size / 2 (47.5 px at 95 px), as the engine
 PROGRESS_EVERY = 50  # steps between progress lines
 
 
@@ -104,26 +104,6 @@ class Splits:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def channel_stats(
-    images: NDArray[np.uint8], size_px: int, chunk: int = 2048
-) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Per-channel mean and std on the 0..1 scale of the centre-cropped patches."""
-    total = np.zeros(3)
-    total_sq = np.zeros(3)
-    count = 0
-    for start in range(0, len(images), chunk):
-        x = fit_patches(np.asarray(images[start : start + chunk]), size_px).astype(np.float64) / 255.0
-        total += x.sum(axis=(0, 1, 2))
-        total_sq += (x**2).sum(axis=(0, 1, 2))
-        count += x.shape[0] * x.shape[1] * x.shape[2]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
-    return (
-        (float(mean[0]), float(mean[1]), float(mean[2])),
-        (float(std[0]), float(std[1]), float(std[2])),
-    )
-
-
 def valid_halves(valid: Patches, split_seed: int) -> tuple[Patches, Patches]:
     """(selection half, held-out half) of ``valid``: seeded, stratified, duplicates kept together."""
     first, second = halve(valid.labels, pixel_groups(np.asarray(valid.images)), split_seed)
@@ -141,38 +121,6 @@ def load_splits(cfg: TrainConfig, input_size: int) -> Splits:
     select, heldout = valid_halves(data["valid"], cfg.split_seed)
     mean, std = channel_stats(train.images, input_size)
     return Splits(train, select, heldout, mean, std)
-
-
-def input_mask(size_px: int) -> NDArray[np.bool_]:
-    """The engine's circular mask for the model input."""
-    return circular_mask(size_px, size_px * MASK_RADIUS_FRACTION)
-
-
-def make_batch(
-    images: NDArray[np.uint8],
-    size_px: int,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
-    rng: np.random.Generator | None = None,
-    aug: augment.Augment | None = None,
-) -> torch.Tensor:
-    """uint8 patches -> model input; with ``rng``, ``aug`` (default: D4 only) drawn per patch."""
-    if rng is None:
-        x = fit_patches(np.asarray(images), size_px)
-    else:
-        x = (aug or augment.Augment()).apply(np.asarray(images), size_px, rng)
-    return torch.from_numpy(normalise(x, mean, std, input_mask(size_px)))
-
-
-def build_model(arch: ArchConfig) -> nn.Module:
-    """The network for ``arch`` (e2cnn is imported only for the equivariant one)."""
-    if arch.arch == "equivariant":
-        from training.equivariant import EquivariantMobileNetV2
-
-        return EquivariantMobileNetV2(arch)
-    from training.mobilenet import MobileNetV2
-
-    return MobileNetV2(arch)
 
 
 @torch.no_grad()
@@ -231,13 +179,6 @@ def _save(obj: dict[str, Any], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def load_weights(model: nn.Module, state: dict[str, Any]) -> None:
-    """Load a state dict saved in either mode: e2cnn keeps expanded ``filter`` buffers only in eval
-    mode, so the model takes the mode the state was saved in."""
-    model.train(not any(k.endswith(".filter") for k in state))
-    model.load_state_dict(state)
 
 
 def saved_run(out_dir: Path) -> tuple[TrainConfig, ArchConfig] | None:

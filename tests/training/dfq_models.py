@@ -14,7 +14,7 @@ from torch import nn
 from training.config import ArchConfig
 from training.export import to_plain
 from training.mobilenet import MobileNetV2
-from training.train import build_model
+from training.models import build_model
 
 INPUT_PX = 95
 

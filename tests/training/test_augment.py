@@ -18,8 +18,8 @@ from training.augment import (
     resample_view,
     rotate,
 )
+from training.batches import channel_stats, make_batch
 from training.data import Patches
-from training.train import channel_stats, make_batch
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ import torch.nn.functional as F  # noqa: N812
 
 from engine.contract import METADATA_KEY, ModelContract
 from engine.preprocess import prepare
+from training.batches import channel_stats, make_batch
 from training.config import ArchConfig
 from training.data import Patches
 from training.export import make_contract, onnx_logits, parity, to_onnx, to_plain
 from training.features import onnx_features
-from training.train import build_model, channel_stats, make_batch
+from training.models import build_model
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

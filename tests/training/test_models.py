@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from training.batches import channel_stats, make_batch
 from training.complexity import count_macs, summarise
 from training.config import PAPER_STRIDES, ArchConfig, ConvSpec, Plan, build_plan, plan_macs
 from training.data import Patches
 from training.equivariant import EquivariantMobileNetV2, to_plain
 from training.layers import BlurPool, binomial_kernel
 from training.mobilenet import MobileNetV2
-from training.train import channel_stats, make_batch
 
 FAST_STRIDES = (True,) * 5
 

@@ -21,20 +21,18 @@ from engine.preprocess import prepare
 from tests.onnx_models import make_contract
 from tests.training.dfq_models import random_input, tiny_plain
 from training import dfq
+from training.cli import add_quantize_parser, cmd_quantize
 from training.export import onnx_logits
 from training.mobilenet import MobileNetV2
 from training.quantize import (
     QuantConfig,
-    add_quantize_parser,
     agreement,
     apply_dfq,
-    cmd_quantize,
-    data_free_ranges,
     dequantized_weights,
-    input_range,
     quantize_onnx,
     quantize_plain,
 )
+from training.ranges import data_free_ranges, input_range
 
 torch.set_num_threads(1)
 

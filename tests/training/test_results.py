@@ -8,15 +8,11 @@ from typing import Any
 
 import pytest
 
-from training.results import (
-    Record,
-    fill_blocks,
+from training.results.document import fill_blocks
+from training.results.plots import plot_ablation, plot_data_efficiency, plot_rotation
+from training.results.records import Record, load_study, mean_std
+from training.results.tables import (
     fmt,
-    load_study,
-    mean_std,
-    plot_ablation,
-    plot_data_efficiency,
-    plot_rotation,
     table_ablation,
     table_data_efficiency,
     table_main,

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tests.training.dfq_models import tiny_arch, tiny_plain
-from training.results import add_results_parser, cmd_results
-from training.study import VARIANT_BY_NAME, add_study_parser, cmd_study, parse_variants
+from training.cli import add_results_parser, add_study_parser, cmd_results, cmd_study
+from training.study import VARIANT_BY_NAME, parse_variants
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
