@@ -40,7 +40,7 @@ def reblur_state(state: dict[str, Any], fresh: dict[str, torch.Tensor]) -> dict[
 
 def fork_run(src: Path, dst: Path, blur_kernel: int) -> Path:
     """Write ``dst/last.pt``: ``src/last.pt`` continued with a ``blur_kernel`` anti-aliasing blur."""
-    from training.train import build_model
+    from training.models import build_model
 
     ckpt = torch.load(src / "last.pt", map_location="cpu", weights_only=False)
     old = ArchConfig.from_dict(ckpt["arch"])
