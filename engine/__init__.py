@@ -1,9 +1,10 @@
 """EquiTriage engine: find likely breast-cancer metastases in whole-slide images, offline.
 
-The public API is small: :func:`open_slide`, :class:`Model`, :func:`analyse_slide` and
-:func:`run_batch`, plus :func:`results_name` (the result folder of an input) and
-:class:`SlideSummary` (a finished analysis). They are imported on first use, so ``import engine``
-stays light. Nothing here imports torch, e2cnn or Qt.
+The public API is small: :func:`open_slide`, :class:`Model`, :func:`analyse_slide`,
+:func:`analyse_file` (one slide file into its result folder: the one path the command line, the
+batch and the app share) and :func:`run_batch`, plus :func:`results_name` (the result folder of
+an input) and :class:`SlideSummary` (a finished analysis). They are imported on first use, so
+``import engine`` stays light. Nothing here imports torch, e2cnn or Qt.
 """
 
 from __future__ import annotations
@@ -17,14 +18,24 @@ _EXPORTS = {
     "open_slide": "engine.slide",
     "Model": "engine.model",
     "analyse_slide": "engine.pipeline",
+    "analyse_file": "engine.batch",
     "run_batch": "engine.batch",
     "results_name": "engine.identity",
     "SlideSummary": "engine.summary",
 }
-__all__ = ["Model", "SlideSummary", "__version__", "analyse_slide", "open_slide", "results_name", "run_batch"]
+__all__ = [
+    "Model",
+    "SlideSummary",
+    "__version__",
+    "analyse_file",
+    "analyse_slide",
+    "open_slide",
+    "results_name",
+    "run_batch",
+]
 
 if TYPE_CHECKING:
-    from engine.batch import run_batch
+    from engine.batch import analyse_file, run_batch
     from engine.identity import results_name
     from engine.model import Model
     from engine.pipeline import analyse_slide

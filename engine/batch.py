@@ -20,35 +20,23 @@ from engine.errors import (
     SlideReadError,
     phrase,
 )
-from engine.identity import ResultLock, ResultLockedError, display_name, input_identity, results_name
+from engine.identity import (
+    DICOM_SUFFIX,
+    ResultLock,
+    ResultLockedError,
+    display_name,
+    input_identity,
+    results_name,
+)
 from engine.model import Model
 from engine.outputs import read_summary, write_results, write_text_atomic
-from engine.pipeline import AnalysisParams, BatchFn, ProgressFn, analyse_slide
-from engine.slide import open_slide
+from engine.pipeline import AnalysisParams, BatchFn, PlanFn, ProgressFn, analyse_slide
+from engine.slide import SLIDE_SUFFIXES, open_slide
 from engine.summary import InputIdentity, SlideSummary
 
 log = logging.getLogger(__name__)
 
 BATCH_SUMMARY = "summary.csv"
-# What OpenSlide reads, plus plain images. A folder of .dcm files is one DICOM slide.
-SLIDE_SUFFIXES = frozenset(
-    {
-        ".svs",
-        ".tif",
-        ".tiff",
-        ".ndpi",
-        ".vms",
-        ".vmu",
-        ".scn",
-        ".mrxs",
-        ".svslide",
-        ".bif",
-        ".dcm",
-        ".png",
-        ".jpg",
-        ".jpeg",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -114,7 +102,7 @@ def discover_slides(folder: Path, recursive: bool = False, exclude: Path | None 
             continue
         if excluded and _resolves_under(path, excluded):
             continue
-        if path.suffix.lower() == ".dcm" and path.is_file():
+        if path.suffix.lower() == DICOM_SUFFIX and path.is_file():
             if path.parent in dicom_dirs:
                 continue
             dicom_dirs.add(path.parent)
@@ -171,17 +159,25 @@ def analyse_file(
     cancel: threading.Event | None = None,
     default_mpp: float | None = None,
     identity: InputIdentity | None = None,
+    *,
+    on_plan: PlanFn | None = None,
 ) -> SlideSummary:
     """Open, analyse and write one slide; return its summary. Raises EquiTriageError.
 
-    ``mpp`` overrides the slide's µm/px; ``default_mpp`` is used only if the slide records none.
-    The result folder is locked (:class:`ResultLock`) from the start of the analysis to the end
-    of writing, so another process never writes it at the same time.
+    This is the one path of a slide into its result folder: the command line, the batch, every
+    cluster worker and the app's analysis all run it. ``mpp`` overrides the slide's µm/px;
+    ``default_mpp`` is used only if the slide records none. ``on_plan``, ``progress`` and
+    ``on_batch`` report as :func:`engine.pipeline.analyse_slide` does; ``cancel`` stops it with
+    :class:`CancelledError` at any point before the writing starts. The result folder is locked
+    (:class:`ResultLock`) from the start of the analysis to the end of writing, so another
+    process never writes it at the same time.
     """
     identity = identity or input_identity(job.path)
     with ResultLock(out_dir / job.name):
         with open_slide(job.path, mpp=mpp, default_mpp=default_mpp) as slide:
-            analysis = analyse_slide(slide, model, params, progress, on_batch, cancel)
+            analysis = analyse_slide(slide, model, params, progress, on_batch, cancel, on_plan=on_plan)
+        if cancel is not None and cancel.is_set():  # after the last tile: still nothing written
+            raise CancelledError("analysis cancelled")
         if identity != input_identity(job.path):
             raise SlideReadError(f"{job.path}: changed while it was analysed", Remedy.ANALYSE_AGAIN)
         summary = write_results(out_dir / job.name, analysis, model, params, identity)

@@ -1,16 +1,19 @@
 """Analyse a slide archive on a Dask cluster: a local one on this machine, or one on several.
 
-Workers get paths (slides, model and output folder on a filesystem every worker sees, at the
-same path), never open handles, and run :func:`engine.batch.analyse_job`, the very function of
-the local batch, so each slide's outputs, locks and atomic writes are the same. The client
-rebuilds ``summary.csv`` from the folder as slides finish (at most every
+This is the client's side: getting a cluster (:func:`local_cluster`, :func:`remote_cluster`) and
+running a batch on it (:func:`run_cluster_batch`). Workers get paths (slides, model and output
+folder on a filesystem every worker sees, at the same path), never open handles, and run
+:mod:`engine.cluster_worker`, whose :func:`~engine.cluster_worker.analyse_on_worker` is the local
+batch's :func:`engine.batch.analyse_job`, so each slide's outputs, locks and atomic writes are
+the same. The client rebuilds ``summary.csv`` from the folder as slides finish (at most every
 :data:`SUMMARY_EVERY_S`, since a rebuild reads every result) and always at the end.
 
 - A worker killed mid-slide costs that slide's work only: the scheduler gives the slide to another
   worker, and after :data:`MAX_WORKER_DEATHS` deaths it is reported as failed. Results are written
   atomically with ``summary.json`` last, so a dead worker leaves nothing that looks complete.
 - Every worker proves it runs this engine version and this model (sha256), and sees the output
-  folder, before any slide (:func:`check_worker`), and again for each slide (workers may join late).
+  folder, before any slide (:func:`~engine.cluster_worker.check_worker`), and again for each
+  slide (workers may join late).
 - A Dask scheduler runs whatever code its clients send: the local cluster listens on the loopback
   interface only, and a plain-TCP scheduler elsewhere is refused unless explicitly allowed
   (:func:`check_address`); use ``tls://`` with certificates (:func:`tls_security`).
@@ -25,28 +28,15 @@ import dataclasses
 import ipaddress
 import logging
 import os
-import platform
-import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine import __version__
-from engine.batch import SlideJob, SlideOutcome, analyse_job, write_batch_summary
-from engine.errors import (
-    CancelledError,
-    ClusterError,
-    EquiTriageError,
-    Remedy,
-    WorkerMismatchError,
-)
-from engine.identity import LOCK_LEASE_S, LOCK_REFRESH_S, ResultLock
-from engine.model import Model
-from engine.pipeline import AnalysisParams
+from engine.batch import SlideJob, SlideOutcome, write_batch_summary
+from engine.cluster_worker import ClusterRequest, analyse_on_worker, check_worker, usable_cores
+from engine.errors import CancelledError, ClusterError, EquiTriageError, Remedy
 
 log = logging.getLogger(__name__)
 
@@ -55,86 +45,13 @@ MAX_WORKER_DEATHS = 2  # the scheduler's allowed-failures: a slide is tried at m
 TASK_RETRIES = 1  # an unexpected exception (a bug, not an EquiTriageError) is retried once
 POLL_S = 0.05
 SUMMARY_EVERY_S = 5.0  # summary.csv is rebuilt at most this often while a cluster batch runs
-LEASE_POLL_S = 1.0  # how often a worker looks again at a slide another machine holds
 WORKER_WAIT_S = 60.0
 # For a local cluster (a remote scheduler has its own configuration: see the README).
 LOCAL_CONFIG: dict[str, Any] = {
     "distributed.scheduler.allowed-failures": MAX_WORKER_DEATHS,
     "distributed.scheduler.worker-saturation": 1.0,  # a worker holds only the slides it is analysing
-    "distributed.worker.preload": ["engine.cluster"],  # dask_setup below, in every worker process
+    "distributed.worker.preload": ["engine.cluster_worker"],  # its dask_setup, in every worker process
 }
-
-
-@dataclass(frozen=True)
-class ClusterRequest:
-    """What every worker needs to analyse any slide of the batch: paths and settings, no handles."""
-
-    out_dir: Path
-    model_path: Path
-    model_sha256: str
-    params: AnalysisParams
-    mpp: float | None = None
-    default_mpp: float | None = None
-    resume: bool = True
-    threads: int | None = None  # inference threads per slide; None: see threads_per_host
-    # Filled in by run_cluster_batch when ``threads`` is None: each host's cores divided by the
-    # slides it runs at once (its workers' threads together), so no machine is oversubscribed.
-    threads_per_host: tuple[tuple[str, int], ...] = ()
-    engine_version: str = __version__
-    token: str = ""  # names the probe file that proves a worker sees the output folder
-
-    @classmethod
-    def for_model(cls, model: Model, out_dir: Path, params: AnalysisParams, **kwargs: Any) -> ClusterRequest:
-        return cls(
-            out_dir=Path(os.path.abspath(out_dir)),
-            model_path=Path(os.path.abspath(model.path)),
-            model_sha256=model.sha256,
-            params=params,
-            token=uuid.uuid4().hex,
-            **kwargs,
-        )
-
-    @property
-    def probe(self) -> Path:
-        return self.out_dir / f".equitriage-cluster-{self.token}"
-
-
-# Per worker process: the loaded model, and the runs whose output folder it has seen.
-_MODELS: dict[tuple[str, int | None], Model] = {}
-_SEEN: set[str] = set()
-_LOCK = threading.Lock()
-
-
-def _where() -> str:
-    try:
-        from distributed import get_worker
-
-        return f"worker {get_worker().address}"
-    except (ImportError, ValueError):
-        return f"worker on {platform.node()} (pid {os.getpid()})"
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (a Slurm job's share, not the whole node)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _worker_threads(request: ClusterRequest) -> int | None:
-    if request.threads is not None:
-        return request.threads
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return None
-    host = worker.address.rsplit(":", 1)[0].split("://")[-1]
-    per_host = dict(request.threads_per_host)
-    if host in per_host:
-        return per_host[host]
-    return max(1, usable_cores() // max(1, int(worker.state.nthreads)))  # a worker that joined late
 
 
 def threads_per_host(client: Any) -> tuple[tuple[str, int], ...]:
@@ -147,70 +64,6 @@ def threads_per_host(client: Any) -> tuple[tuple[str, int], ...]:
         slots[host] = slots.get(host, 0) + int(info["nthreads"])
         most[host] = max(most.get(host, 1), int(cores.get(address, 1)))
     return tuple(sorted((host, max(1, most[host] // max(1, n))) for host, n in slots.items()))
-
-
-def worker_model(request: ClusterRequest) -> Model:
-    """The request's model in this worker process, loaded once; raise if it is not the client's."""
-    if __version__ != request.engine_version:
-        raise WorkerMismatchError(
-            f"{_where()} runs EquiTriage {__version__}, this client {request.engine_version}"
-        )
-    threads = _worker_threads(request)
-    key = (str(request.model_path), threads)
-    with _LOCK:
-        model = _MODELS.get(key)
-        if model is None or model.sha256 != request.model_sha256:
-            model = Model.load(request.model_path, threads=threads)
-            _MODELS[key] = model
-    if model.sha256 != request.model_sha256:
-        raise WorkerMismatchError(
-            f"{_where()}: the model at {request.model_path} is not the client's "
-            f"(sha256 {model.sha256[:12]}…, the client's {request.model_sha256[:12]}…)"
-        )
-    return model
-
-
-def _check_shared(request: ClusterRequest) -> None:
-    if request.token in _SEEN:
-        return
-    if not request.probe.is_file():
-        raise ClusterError(
-            f"{_where()} does not see the output folder {request.out_dir}", Remedy.SHARE_FOLDERS
-        )
-    _SEEN.add(request.token)
-
-
-def check_worker(request: ClusterRequest) -> str:
-    """Run on every worker before any slide: same engine and model, output folder shared."""
-    worker_model(request)
-    _check_shared(request)
-    return __version__
-
-
-def analyse_on_worker(job: SlideJob, request: ClusterRequest) -> SlideOutcome:
-    """One slide on a worker: the local batch's :func:`engine.batch.analyse_job`.
-
-    A slide locked by another machine (a worker there that died mid-slide, whose lease has not yet
-    run out) is waited for, up to one lease, then taken over.
-    """
-    model = worker_model(request)
-    _check_shared(request)
-    deadline = time.monotonic() + LOCK_LEASE_S + LOCK_REFRESH_S
-    while True:
-        outcome = analyse_job(
-            job,
-            request.out_dir,
-            model,
-            request.params,
-            mpp=request.mpp,
-            default_mpp=request.default_mpp,
-            resume=request.resume,
-        )
-        if outcome.remedy is not Remedy.WAIT_FOR_OTHER_RUN or time.monotonic() > deadline:
-            return outcome
-        if not ResultLock(request.out_dir / job.name).held_elsewhere():
-            return outcome
-        time.sleep(LEASE_POLL_S)
 
 
 def _need_dask() -> None:
@@ -269,17 +122,6 @@ def tls_security(ca_file: Path | None, cert: Path | None, key: Path | None) -> A
     if not security.tls_ca_file or not security.tls_client_cert:
         raise ClusterError("a tls:// scheduler needs certificates: a CA file, a certificate and its key")
     return security
-
-
-def dask_setup(worker: Any) -> None:
-    """Dask preload hook, run as each local worker process starts (also after a restart).
-
-    Ctrl-C on a terminal reaches every process of the group: the client alone handles it (it stops
-    the batch and closes the cluster), so its workers ignore SIGINT instead of dying mid-write
-    with a traceback.
-    """
-    with contextlib.suppress(ValueError):  # not the main thread: nothing to do
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager

@@ -168,7 +168,7 @@ def build_summary(
             grid_cols=grid.t_cols,
             grid_rows=grid.t_rows,
             grid_total=grid.count,
-            tissue=v.tiles_analysed,
+            tissue=len(analysis.plan.t_cols),
             analysed=v.tiles_analysed,
             positive=v.tiles_positive,
             l0_tile_px=round(grid.l0_tile_px, 3),

@@ -149,6 +149,7 @@ def plan_tiles(slide: Slide, contract: ModelContract, params: AnalysisParams) ->
 
 ProgressFn = Callable[[int, int], None]
 BatchFn = Callable[[TileBatch], None]
+PlanFn = Callable[[TilePlan], None]
 
 
 def analyse_slide(
@@ -158,12 +159,15 @@ def analyse_slide(
     progress: ProgressFn | None = None,
     on_batch: BatchFn | None = None,
     cancel: threading.Event | None = None,
+    *,
+    on_plan: PlanFn | None = None,
 ) -> SlideAnalysis:
     """Run the model over every tissue tile of ``slide``.
 
-    ``progress(done, total)`` and ``on_batch`` are called from this thread after each batch;
-    setting ``cancel`` stops at the next batch with :class:`CancelledError`. Whatever way this
-    returns or raises, every reader thread has stopped by then, so the slide may be closed.
+    ``on_plan(plan)`` is called once the tiles are chosen (grid and tissue found), then
+    ``progress(done, total)`` and ``on_batch`` after each batch, all from this thread; setting
+    ``cancel`` stops at the next batch with :class:`CancelledError`. Whatever way this returns or
+    raises, every reader thread has stopped by then, so the slide may be closed.
     """
     params = params or AnalysisParams()
     contract = model.contract
@@ -171,6 +175,8 @@ def analyse_slide(
     plan = plan_tiles(slide, contract, params)
     if cancel is not None and cancel.is_set():
         raise CancelledError("analysis cancelled")
+    if on_plan:
+        on_plan(plan)
     grid, level, t_cols, t_rows = plan.grid, plan.level, plan.t_cols, plan.t_rows
     t_tissue = time.perf_counter()
     log.info(

@@ -30,7 +30,13 @@ from engine.errors import (
 
 log = logging.getLogger(__name__)
 
+# The one list of slide files (folder discovery, the app's Open dialog): what OpenSlide reads (a
+# folder of .dcm files is one DICOM slide) and what Pillow reads as a plain image.
+OPENSLIDE_SUFFIXES = frozenset(
+    {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm"}
+)
 PLAIN_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+SLIDE_SUFFIXES = OPENSLIDE_SUFFIXES | PLAIN_IMAGE_SUFFIXES
 # µm/px outside this range is not a microscope scan (e.g. a 72 dpi default in an image header).
 PLAUSIBLE_MPP = (0.05, 50.0)
 # ``mpp_source`` of a µm/px given by the user for this slide, and of a fallback for files without one.
@@ -296,7 +302,8 @@ def rgba_to_rgb(rgba: NDArray[np.uint8]) -> NDArray[np.uint8]:
 
 
 def slide_name(path: Path) -> str:
-    """A slide's display and output-folder name: the file name without its extension."""
+    """A slide file's name: the file name without its extension (an input's human name is
+    :func:`engine.identity.display_name`, its result folder :func:`engine.identity.results_name`)."""
     return path.stem if path.suffix else path.name
 
 
@@ -384,12 +391,6 @@ def open_slide(path: str | Path, mpp: float | None = None, default_mpp: float | 
         slide.with_mpp(mpp)
     elif default_mpp is not None:
         slide.with_default_mpp(default_mpp)
-    log.debug(
-        "opened %s: %s, %s levels, mpp %s (%s)",
-        p,
-        slide.vendor,
-        slide.level_count,
-        slide.mpp,
-        slide.mpp_origin,
-    )
+    facts = (slide.vendor, slide.level_count, slide.mpp, slide.mpp_origin)
+    log.debug("opened %s: %s, %s levels, mpp %s (%s)", p, *facts)
     return slide

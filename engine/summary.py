@@ -120,6 +120,10 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class TileCounts:
+    """How many tiles: on the grid, with enough tissue to be analysed (``tissue``, the tiles the
+    model was run on), given a probability by it (``analysed``: the tissue tiles less any whose
+    probability is not a number), and above the tile threshold (``positive``)."""
+
     grid_cols: int
     grid_rows: int
     grid_total: int

@@ -1,6 +1,8 @@
-"""The engine in a worker: one slide (live tiles for the heatmap) or a folder (engine batch).
+"""The engine in a worker thread: one slide (:func:`engine.batch.analyse_file`, the command line's
+own path) or a folder (:func:`engine.batch.run_batch`).
 
-Both honour the engine's ``cancel`` event and report through signals tagged with a token.
+The workers only adapt: the engine's callbacks become Qt signals tagged with a token, the
+``cancel`` event is the engine's, and an error becomes a message in the app's words.
 """
 
 from __future__ import annotations
@@ -14,14 +16,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QRunnable, Signal
 
-from engine.batch import SlideJob, SlideOutcome, run_batch
+from engine.batch import SlideJob, SlideOutcome, analyse_file, run_batch
 from engine.errors import CancelledError, EquiTriageError
-from engine.identity import ResultLock, input_identity
 from engine.model import Model
-from engine.outputs import write_results
-from engine.pipeline import AnalysisParams, TileBatch, analyse_slide
-from engine.slide import open_slide
-from engine.tiling import plan_grid
+from engine.pipeline import AnalysisParams, TileBatch, TilePlan
 from gui.remedies import app_message, outcome_message
 from gui.workers import lower_thread_priority
 
@@ -30,27 +28,38 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class AnalysisRequest:
-    """Everything one analysis needs; built on the UI thread, read-only in the worker."""
+    """Everything one analysis needs; built on the UI thread, read-only in the worker.
+
+    ``mpp`` overrides the slide's µm/px (one the user typed in); results go to ``out_dir`` /
+    ``job.name``, as :func:`engine.batch.analyse_file` writes them.
+    """
 
     token: int
-    path: Path
-    results_dir: Path
+    job: SlideJob
+    out_dir: Path
     model: Model
     params: AnalysisParams
     mpp: float | None = None
+
+    @property
+    def results_dir(self) -> Path:
+        return self.out_dir / self.job.name
 
 
 class AnalysisSignals(QObject):
     planned = Signal(int, object)  # token, TileGrid
     progress = Signal(int, int, int)  # token, done, total
     tiles = Signal(int, object)  # token, TileBatch
-    finished = Signal(int, object)  # token, summary dict
+    finished = Signal(int, object)  # token, SlideSummary
     failed = Signal(int, str)
     cancelled = Signal(int)
 
 
 class AnalysisWorker(QRunnable):
-    """Analyse one slide into its result folder, exactly as the CLI does."""
+    """Analyse one slide into its result folder with :func:`engine.batch.analyse_file`.
+
+    The result folder's lock is released before the end is announced.
+    """
 
     def __init__(self, request: AnalysisRequest) -> None:
         super().__init__()
@@ -63,42 +72,36 @@ class AnalysisWorker(QRunnable):
         r = self.request
         s = self.signals
         lower_thread_priority()  # the UI thread comes first; read threads inherit this
-        try:
-            identity = input_identity(r.path)
-            lock = ResultLock(r.results_dir)
-            lock.acquire()
-        except Exception as exc:
-            s.failed.emit(r.token, app_message(exc))
-            self.done.set()
-            return
+
+        def on_plan(plan: TilePlan) -> None:
+            s.planned.emit(r.token, plan.grid)
+
+        def progress(done: int, total: int) -> None:
+            s.progress.emit(r.token, done, total)
+
+        def on_batch(batch: TileBatch) -> None:
+            s.tiles.emit(r.token, batch)
+
         emit: Callable[[], None]
         try:
-            with open_slide(r.path, mpp=r.mpp) as slide:
-                mpp = slide.require_mpp()
-                c = r.model.contract
-                s.planned.emit(
-                    r.token, plan_grid(slide.dimensions, mpp, c.mpp, c.input_size, r.params.stride_px)
-                )
-
-                def progress(done: int, total: int) -> None:
-                    s.progress.emit(r.token, done, total)
-
-                def on_batch(batch: TileBatch) -> None:
-                    s.tiles.emit(r.token, batch)
-
-                analysis = analyse_slide(slide, r.model, r.params, progress, on_batch, self.cancel)
-            if self.cancel.is_set():
-                raise CancelledError("analysis cancelled")
-            summary = write_results(r.results_dir, analysis, r.model, r.params, identity)
+            summary = analyse_file(
+                r.job,
+                r.out_dir,
+                r.model,
+                r.params,
+                mpp=r.mpp,
+                progress=progress,
+                on_batch=on_batch,
+                cancel=self.cancel,
+                on_plan=on_plan,
+            )
             emit = partial(s.finished.emit, r.token, summary)
         except CancelledError:
             emit = partial(s.cancelled.emit, r.token)
         except Exception as exc:
             if not isinstance(exc, EquiTriageError):
-                log.exception("analysis of %s failed", r.path)
+                log.exception("analysis of %s failed", r.job.path)
             emit = partial(s.failed.emit, r.token, app_message(exc))
-        finally:
-            lock.release()  # before anyone hears the analysis is over
         try:
             emit()
         finally:
@@ -106,11 +109,11 @@ class AnalysisWorker(QRunnable):
 
 
 class BatchSignals(QObject):
-    started = Signal(int, object)  # token, SlideJob
-    progress = Signal(int, object, int, int)  # token, SlideJob, done, total
-    outcome = Signal(int, object)  # token, SlideOutcome
-    finished = Signal(int, bool)  # token, cancelled
-    failed = Signal(int, str)
+    started = Signal(object)  # SlideJob
+    progress = Signal(object, int, int)  # SlideJob, done, total
+    outcome = Signal(object)  # SlideOutcome
+    finished = Signal(bool)  # cancelled
+    failed = Signal(str)
 
 
 class BatchWorker(QRunnable):
@@ -118,7 +121,6 @@ class BatchWorker(QRunnable):
 
     def __init__(
         self,
-        token: int,
         jobs: list[SlideJob],
         out_dir: Path,
         model: Model,
@@ -126,7 +128,6 @@ class BatchWorker(QRunnable):
         default_mpp: float | None = None,
     ) -> None:
         super().__init__()
-        self.token = token
         self.default_mpp = default_mpp
         self.jobs = jobs
         self.out_dir = out_dir
@@ -143,15 +144,15 @@ class BatchWorker(QRunnable):
 
         def on_start(job: SlideJob) -> None:
             self._current = job
-            s.started.emit(self.token, job)
+            s.started.emit(job)
 
         def on_done(outcome: SlideOutcome) -> None:
             if outcome.status == "failed":
                 log.warning("%s", outcome_message(outcome))
-            s.outcome.emit(self.token, outcome)
+            s.outcome.emit(outcome)
 
         def progress(done: int, total: int) -> None:
-            s.progress.emit(self.token, self._current, done, total)
+            s.progress.emit(self._current, done, total)
 
         try:
             run_batch(
@@ -166,12 +167,12 @@ class BatchWorker(QRunnable):
                 default_mpp=self.default_mpp,
             )
         except CancelledError:
-            s.finished.emit(self.token, True)
+            s.finished.emit(True)
         except Exception as exc:
             if not isinstance(exc, EquiTriageError):
                 log.exception("batch failed")
-            s.failed.emit(self.token, app_message(exc))
+            s.failed.emit(app_message(exc))
         else:
-            s.finished.emit(self.token, self.cancel.is_set())
+            s.finished.emit(self.cancel.is_set())
         finally:
             self.done.set()

@@ -190,23 +190,23 @@ def screenshot(window: object, out: Path, analyse: bool, tab: str, has_slide: bo
     assert isinstance(window, MainWindow)
     if has_slide:
         wait_until(
-            lambda: window.opened is not None or bool(window.batch_state.rows) or bool(window.errors),
+            lambda: window.opened is not None or bool(window.folder.state.rows) or bool(window.errors),
             60,
         )
-    if analyse and window.batch_state.rows and window.opened is None:
-        window.start_batch()
-        wait_until(lambda: window.batch is not None, 60)
-        wait_until(lambda: window.batch is None, 1800)
+    if analyse and window.folder.state.rows and window.opened is None:
+        window.folder.start()
+        wait_until(lambda: window.folder.running, 60)
+        wait_until(lambda: not window.folder.running, 1800)
     elif analyse and window.opened is not None:
         wait_until(lambda: window.model is not None or bool(window.model_error), 60)
         window.analyse()
-        wait_until(lambda: window.analysis is None and window.saved is not None, 1800)
-        wait_until(lambda: not window.regions_pending, 60)
+        wait_until(lambda: not window.analysis.running and window.analysis.saved is not None, 1800)
+        wait_until(lambda: not window.analysis.regions_pending, 60)
         if window.overlay.regions:
             window.go_to_region(0)
     if tab == "info":
         window.side_tabs.setCurrentWidget(window.info_panel)
-    if tab == "folder" or (window.batch_state.rows and window.opened is None):
+    if tab == "folder" or (window.folder.state.rows and window.opened is None):
         window.tabs.setCurrentWidget(window.batch_view)
     wait_until(lambda: window.is_idle() and window.viewer._target_zoom is None, 60)
     wait_until(lambda: False, 0.3)

@@ -158,7 +158,7 @@ class ProgressDelegate(QStyledItemDelegate):
 
 class BatchView(QWidget):
     """Emits ``choose_folder_requested``, ``start_requested``, ``cancel_requested`` and
-    ``open_requested(slide path, results folder)`` on double-click."""
+    ``open_requested(slide path, output folder)`` on double-click."""
 
     choose_folder_requested = Signal()
     start_requested = Signal()
@@ -251,5 +251,4 @@ class BatchView(QWidget):
 
     def _double_clicked(self, index: QModelIndex) -> None:
         row = self.state.rows[self.proxy.mapToSource(index).row()]
-        out = self.state.out_dir or Path(".")
-        self.open_requested.emit(row.job.path, out / row.job.name)
+        self.open_requested.emit(row.job.path, self.state.out_dir or Path("."))

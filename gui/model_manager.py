@@ -14,19 +14,23 @@ ModelKey = tuple[str, int]  # (model path, "" for the shipped one; inference thr
 
 
 class ModelManager(QObject):
-    """``request(key, then)`` calls ``then(model)`` once the model for ``key`` is loaded.
+    """``request(key, then)`` calls ``then(model)`` once the model for ``key`` is loaded;
+    ``with_model(then)`` does it for the key the settings ask for now (``wanted()``).
 
-    ``loading``/``loaded(model)``/``failed(message, loud)`` report to the window; a failure is
-    ``loud`` when someone (not only a background warm-up) was waiting for the model.
+    ``loading``/``loaded(model)``/``failed(message, loud)`` report to the window and controllers;
+    a failure is ``loud`` when someone (not only a background warm-up) was waiting for the model.
     """
 
     loading = Signal()
     loaded = Signal(object)
     failed = Signal(str, bool)
 
-    def __init__(self, pool: QThreadPool, parent: QObject | None = None) -> None:
+    def __init__(
+        self, pool: QThreadPool, wanted: Callable[[], ModelKey], parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self._pool = pool
+        self.wanted = wanted
         self.model: Model | None = None
         self.error = ""
         self.key: ModelKey | None = None
@@ -39,6 +43,14 @@ class ModelManager(QObject):
     def current(self, key: ModelKey) -> Model | None:
         """The loaded model if it matches ``key``."""
         return self.model if self.key == key else None
+
+    def model_now(self) -> Model | None:
+        """The loaded model, if it is the one the settings ask for."""
+        return self.current(self.wanted())
+
+    def with_model(self, then: Callable[[Model], None], quiet: bool = False) -> None:
+        """Call ``then(model)`` once the model the settings ask for is loaded."""
+        self.request(self.wanted(), then, quiet)
 
     def forget(self) -> None:
         """Drop the loaded model (the settings changed)."""

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
+from engine.pipeline import AnalysisParams
+
 ORGANISATION = "EquiTriage"
 APPLICATION = "EquiTriage"
 MAX_RECENT = 10
@@ -26,6 +28,11 @@ def read_threads() -> int:
     """Slide-reading threads of an analysis: fewer on small machines, so the window stays smooth
     (two readers on two cores measurably starve the UI thread)."""
     return max(1, min(2, (os.cpu_count() or 2) - 2))
+
+
+def analysis_params(settings: Settings) -> AnalysisParams:
+    """What an analysis in the app (one slide or a folder) is run with."""
+    return AnalysisParams(stride_px=settings.stride_px or None, read_threads=read_threads())
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Background jobs for the window: open a slide (with its thumbnail and saved results), load a model.
 
-Each job runs in a QThreadPool and reports through signals of an object owned by the UI thread,
-tagged with the token it was started with, so the window can drop answers it no longer wants.
+Each job runs in a :class:`JobPool` and reports through signals of an object owned by the UI
+thread, tagged with the token it was started with, so the window can drop answers it no longer
+wants (:class:`gui.stale.Latest`).
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import logging
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PySide6.QtCore import QObject, QRunnable, Signal
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
+from engine.batch import SlideJob
 from engine.errors import EquiTriageError
 from engine.identity import input_identity
 from engine.model import Model
@@ -33,15 +36,23 @@ ASSOCIATED_SIDE_PX = 400
 
 @dataclass
 class OpenedSlide:
-    """A slide ready to show."""
+    """A slide ready to show; its results live in ``out_dir`` / ``job.name``."""
 
-    path: Path
-    results_dir: Path
+    job: SlideJob
+    out_dir: Path
     slide: Slide
     thumbnail: NDArray[np.uint8]
     associated: dict[str, NDArray[np.uint8]]
     saved: SavedAnalysis | None
     saved_error: str = ""
+
+    @property
+    def path(self) -> Path:
+        return self.job.path
+
+    @property
+    def results_dir(self) -> Path:
+        return self.out_dir / self.job.name
 
 
 class JobSignals(QObject):
@@ -50,6 +61,26 @@ class JobSignals(QObject):
 
 
 WORKER_NICE = 5
+KEEP_JOBS = 64
+
+
+class JobPool:
+    """A thread pool that keeps its latest jobs alive, so their signals still reach the UI thread."""
+
+    def __init__(self, parent: QObject | None, threads: int) -> None:
+        self.pool = QThreadPool(parent)
+        self.pool.setMaxThreadCount(threads)
+        self._live: deque[QRunnable] = deque(maxlen=KEEP_JOBS)
+
+    def start(self, job: QRunnable) -> None:
+        self._live.append(job)
+        self.pool.start(job)
+
+    def busy(self) -> bool:
+        return self.pool.activeThreadCount() > 0
+
+    def wait(self, timeout_ms: int = 30000) -> None:
+        self.pool.waitForDone(timeout_ms)
 
 
 def lower_thread_priority(nice: int = WORKER_NICE) -> None:
@@ -67,13 +98,14 @@ def lower_thread_priority(nice: int = WORKER_NICE) -> None:
 
 
 class SlideOpener(QRunnable):
-    """Open ``path``, read its thumbnail, label/macro images and any saved analysis."""
+    """Open ``job``'s slide, read its thumbnail, label/macro images and its saved analysis in ``out_dir``."""
 
-    def __init__(self, token: int, path: Path, results_dir: Path) -> None:
+    def __init__(self, token: int, job: SlideJob, out_dir: Path) -> None:
         super().__init__()
         self.token = token
-        self.path = path
-        self.results_dir = results_dir
+        self.job = job
+        self.path = job.path
+        self.out_dir = out_dir
         self.signals = JobSignals()
 
     def run(self) -> None:
@@ -105,13 +137,13 @@ class SlideOpener(QRunnable):
         saved: SavedAnalysis | None = None
         saved_error = ""
         try:
-            saved = load_saved(self.results_dir)
+            saved = load_saved(self.out_dir / self.job.name)
             if saved is not None and saved.summary.input not in (None, input_identity(self.path)):
                 saved = None  # made from other content at this path (a format-1 result cannot say)
                 saved_error = "its saved result was made from another version of this file; analyse it again"
         except EquiTriageError as exc:
             saved_error = app_message(exc)
-        return OpenedSlide(self.path, self.results_dir, slide, thumbnail, associated, saved, saved_error)
+        return OpenedSlide(self.job, self.out_dir, slide, thumbnail, associated, saved, saved_error)
 
 
 class ModelLoader(QRunnable):

@@ -4,14 +4,21 @@ parameters and µm/px."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
-from engine.batch import is_finished
+from engine.batch import analyse_file, discover_slides, is_finished, job_for
+from engine.errors import CancelledError
+from engine.identity import LOCK, results_name
 from engine.model import Model
 from engine.pipeline import AnalysisParams
+from engine.slide import PLAIN_IMAGE_SUFFIXES, SLIDE_SUFFIXES
 from engine.summary import InputIdentity, SlideSummary
+from tests.engine.conftest import synthetic_pixels
 
 PARAMS = AnalysisParams()
 IDENTITY = InputIdentity(path="/slides/a.svs", kind="file", fingerprint="f" * 64)
@@ -124,3 +131,30 @@ def test_unreadable_summaries_are_refused(doc: Any) -> None:
 
     with pytest.raises(SummaryFormatError):
         SlideSummary.from_json(doc)
+
+
+def test_a_folder_is_searched_for_the_one_list_of_slide_files(tmp_path: Path) -> None:
+    for suffix in sorted(SLIDE_SUFFIXES):
+        (tmp_path / f"slide{suffix}").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a slide")
+    jobs = discover_slides(tmp_path)
+    assert sorted(job.path.suffix for job in jobs) == sorted(SLIDE_SUFFIXES)
+    assert PLAIN_IMAGE_SUFFIXES <= SLIDE_SUFFIXES  # every plain image the reader opens, e.g. .bmp
+    assert all(job.name == results_name(job.path) for job in jobs)
+
+
+def test_a_cancel_after_the_last_tile_still_writes_nothing(model: Model, tmp_path: Path) -> None:
+    slide = tmp_path / "slide.png"
+    Image.fromarray(synthetic_pixels(600, 500, (100, 100, 500, 400))).save(slide)
+    cancel = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        if done == total:
+            cancel.set()  # every tile is analysed: only the writing is left
+
+    job = job_for(slide)
+    with pytest.raises(CancelledError):
+        analyse_file(job, tmp_path, model, PARAMS, mpp=0.972, progress=progress, cancel=cancel)
+    assert cancel.is_set()
+    assert sorted(p.name for p in (tmp_path / job.name).iterdir()) == []  # no result, no lock
+    assert not (tmp_path / job.name / LOCK).exists()

@@ -23,14 +23,8 @@ pytest.importorskip("distributed")
 psutil = pytest.importorskip("psutil")
 
 from engine.batch import SlideJob, discover_slides, run_batch  # noqa: E402
-from engine.cluster import (  # noqa: E402
-    ClusterRequest,
-    check_address,
-    local_cluster,
-    run_cluster_batch,
-    threads_per_host,
-    usable_cores,
-)
+from engine.cluster import check_address, local_cluster, run_cluster_batch, threads_per_host  # noqa: E402
+from engine.cluster_worker import ClusterRequest, usable_cores  # noqa: E402
 from engine.errors import ClusterError, Remedy, WorkerMismatchError  # noqa: E402
 from engine.identity import LOCK, LOCK_LEASE_S  # noqa: E402
 from engine.model import Model  # noqa: E402
@@ -367,7 +361,7 @@ def test_a_tls_cluster_started_as_the_readme_says(
 
 def test_the_engine_imports_no_dask_until_a_cluster_is_asked_for() -> None:
     code = (
-        "import sys, engine, engine.cli, engine.batch, engine.cluster\n"
+        "import sys, engine, engine.cli, engine.batch, engine.cluster, engine.cluster_worker\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.batch import SlideJob, SlideOutcome
-from engine.cli import BATCH_REMEDIES, CLI_REMEDIES, remedies_for
+from engine.commands import BATCH_REMEDIES, CLI_REMEDIES, remedies_for
 from engine.errors import (
     NEUTRAL_REMEDIES,
     EquiTriageError,

@@ -41,6 +41,19 @@ def test_probabilities_equal_the_model_on_the_same_pixels(tissue_slide: ArraySli
     assert result.verdict.tiles_analysed == len(result.probs)
 
 
+def test_the_plan_is_announced_once_before_any_tile(tissue_slide: ArraySlide, model: Model) -> None:
+    heard: list[object] = []
+    result = analyse_slide(
+        tissue_slide,
+        model,
+        AnalysisParams(batch_size=10),
+        progress=lambda d, t: heard.append((d, t)),
+        on_plan=heard.append,
+    )
+    assert heard[0] is result.plan and heard[1] == (0, len(result.probs))
+    assert heard.count(result.plan) == 1
+
+
 def test_progress_and_partial_results_cover_every_tile(tissue_slide: ArraySlide, model: Model) -> None:
     seen: list[tuple[int, int]] = []
     batches: list[TileBatch] = []

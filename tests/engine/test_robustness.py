@@ -249,7 +249,7 @@ def bad_corpus(shared_data: Path, root: Path) -> Iterator[tuple[Path, str]]:
             yield bad, ""
     (root / "zero.svs").write_bytes(b"")
     yield root / "zero.svs", "not a slide"
-    from engine.batch import SLIDE_SUFFIXES
+    from engine.slide import SLIDE_SUFFIXES
 
     for suffix in sorted(SLIDE_SUFFIXES):
         bad = root / f"random{suffix}"

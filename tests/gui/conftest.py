@@ -70,10 +70,10 @@ def open_slide_and_wait(qtbot: object, window: MainWindow, path: Path) -> None:
 def analyse_and_wait(qtbot: object, window: MainWindow) -> None:
     window.analyse()
     qtbot.waitUntil(  # type: ignore[attr-defined]
-        lambda: window.analysis is None and window.saved is not None, timeout=WAIT_MS * 2
+        lambda: not window.analysis.running and window.analysis.saved is not None, timeout=WAIT_MS * 2
     )
     wait_regions(qtbot, window)
 
 
 def wait_regions(qtbot: object, window: MainWindow) -> None:
-    qtbot.waitUntil(lambda: not window.regions_pending, timeout=WAIT_MS)  # type: ignore[attr-defined]
+    qtbot.waitUntil(lambda: not window.analysis.regions_pending, timeout=WAIT_MS)  # type: ignore[attr-defined]

@@ -19,7 +19,8 @@ def test_analyse_shows_heatmap_verdict_and_regions(qtbot: QtBot, window: MainWin
     batches: list[int] = []
     window.overlay.subscribe(lambda what: batches.append(what == "probs"))
     analyse_and_wait(qtbot, window)
-    folder = window.results_dir_for(cmu)
+    assert window.opened is not None
+    folder = window.opened.results_dir
     assert folder.parent == Path(window.settings.output_dir)
     assert folder.name.startswith("CMU-1-Small-Region_")
     summary = read_summary(folder)
@@ -80,18 +81,18 @@ def test_heatmap_controls(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
 def test_reopen_shows_saved_results_without_running(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
     open_slide_and_wait(qtbot, window, cmu)
     analyse_and_wait(qtbot, window)
-    assert window.saved is not None
-    stored = read_summary(window.saved.folder)
+    assert window.analysis.saved is not None
+    stored = read_summary(window.analysis.saved.folder)
     assert stored is not None
     created = stored.created
     window.close_slide()
-    assert window.saved is None and window.overlay.grid is None
+    assert window.analysis.saved is None and window.overlay.grid is None
     open_slide_and_wait(qtbot, window, cmu)
-    assert window.analysis is None
-    assert window.saved is not None
+    assert not window.analysis.running
+    assert window.analysis.saved is not None
     wait_regions(qtbot, window)
     assert window.overlay.regions
-    assert window.saved.summary.created == created
+    assert window.analysis.saved.summary.created == created
     assert window.overlay.grid is not None
     assert "Made by the current model" in window.results_panel.model_label.text()
 
@@ -103,10 +104,11 @@ def test_cancel_stops_and_writes_nothing(qtbot: QtBot, window: MainWindow, cmu: 
     qtbot.waitUntil(lambda: window.results_panel.progress.value() > 0, timeout=WAIT_MS)
     assert window.results_panel.cancel_button.isEnabled()
     window.results_panel.cancel_button.click()
-    qtbot.waitUntil(lambda: window.analysis is None, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not window.analysis.running, timeout=WAIT_MS)
     assert window.results_panel.progress_label.text() == "Cancelled"
     assert window.results_panel.analyse_button.isEnabled()
-    assert not (window.results_dir_for(cmu) / SUMMARY).exists()
+    assert window.opened is not None and window.opened.path == cmu
+    assert not (window.opened.results_dir / SUMMARY).exists()
     assert not list(Path(window.settings.output_dir).glob("*/.lock"))  # the lock was released
 
 
@@ -121,9 +123,9 @@ def test_slide_without_mpp_asks_for_it(qtbot: QtBot, window: MainWindow, slides:
     open_slide_and_wait(qtbot, window, slides / "tcga-cr-7395-01a-01-ts1.svs")
     analyse_and_wait(qtbot, window)
     assert asked == ["tcga-cr-7395-01a-01-ts1"]
-    assert window.saved is not None
-    assert window.saved.summary.mpp_used == 0.5
-    assert window.saved.summary.slide["mpp_origin"] == "override"  # typed in for this slide
+    assert window.analysis.saved is not None
+    assert window.analysis.saved.summary.mpp_used == 0.5
+    assert window.analysis.saved.summary.slide["mpp_origin"] == "override"  # typed in for this slide
     assert window.viewer.slide is not None and window.viewer.slide.mpp == 0.5
 
 
@@ -132,11 +134,11 @@ def test_exports(qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path) ->
     analyse_and_wait(qtbot, window)
     out = tmp_path / "exports"
     out.mkdir()
-    window.export("overlay", out / "o.png")
-    window.export("geojson", out / "r.geojson")
-    window.export("csv", out / "t.csv")
-    window.export("report", out / "r.html")
-    window.export("report", out / "r.pdf")
+    window.exports.export("overlay", out / "o.png")
+    window.exports.export("geojson", out / "r.geojson")
+    window.exports.export("csv", out / "t.csv")
+    window.exports.export("report", out / "r.html")
+    window.exports.export("report", out / "r.pdf")
     assert window.errors == []
     with Image.open(out / "o.png") as img:
         assert img.width >= 512
@@ -148,7 +150,7 @@ def test_exports(qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path) ->
         assert needed in html
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    window.export("report", blocker / "r.pdf")
+    window.exports.export("report", blocker / "r.pdf")
     assert window.errors and "cannot write" in window.errors[-1]
     pdf = (out / "r.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") >= 1
@@ -165,9 +167,9 @@ def test_results_of_a_slide_no_longer_open_are_dropped(
     open_slide_and_wait(qtbot, window, other)
     assert window.overlay.grid is None  # the new slide shows no heatmap of the old one
     qtbot.wait(300)
-    assert window.overlay.grid is None and window.saved is None
-    window.cancel_analysis()
-    qtbot.waitUntil(lambda: window.analysis is None, timeout=WAIT_MS)
+    assert window.overlay.grid is None and window.analysis.saved is None
+    window.analysis.cancel()
+    qtbot.waitUntil(lambda: not window.analysis.running, timeout=WAIT_MS)
     assert window.opened is not None and window.opened.path == other
     assert window.overlay.grid is None
 
@@ -185,5 +187,5 @@ def test_a_changed_file_does_not_show_the_old_result(
     window.close_slide()
     os.utime(copy, ns=(1, 1))  # another version of the file at the same path
     open_slide_and_wait(qtbot, window, copy)
-    assert window.saved is None and window.overlay.grid is None
+    assert window.analysis.saved is None and window.overlay.grid is None
     assert any("another version of this file" in e for e in window.errors)

@@ -33,7 +33,7 @@ def test_broken_slide_gives_a_dialog(qtbot: QtBot, window: MainWindow, shared_da
         window.analyse()
     message = _wait_error(qtbot, window)
     assert name in message or "cannot" in message or "not a slide" in message
-    assert window.analysis is None
+    assert not window.analysis.running
 
 
 def test_missing_model(qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_unwritable_output_folder(qtbot: QtBot, window: MainWindow, cmu: Path, t
     window.analyse()
     message = _wait_error(qtbot, window)
     assert "cannot write" in message and "File ▸ Settings" in message
-    assert window.analysis is None
+    assert not window.analysis.running
 
 
 def test_slide_deleted_while_open(qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path) -> None:
@@ -88,8 +88,8 @@ def test_batch_fills_sorts_and_resumes(
     assert window.tabs.currentWidget() is view
     assert view.proxy.rowCount() == 4
     view.start_button.click()
-    qtbot.waitUntil(lambda: window.batch is None and view.start_button.isEnabled(), timeout=WAIT_MS * 2)
-    rows = {r.job.label: r for r in window.batch_state.rows}
+    qtbot.waitUntil(lambda: not window.folder.running and view.start_button.isEnabled(), timeout=WAIT_MS * 2)
+    rows = {r.job.label: r for r in window.folder.state.rows}
     assert rows["case_a"].status == "done" and rows["case_a"].score is not None
     for broken in ("case_b", "case_c", "case_d"):
         assert rows[broken].status == "failed" and rows[broken].error
@@ -106,12 +106,12 @@ def test_batch_fills_sorts_and_resumes(
     assert (Path(window.settings.output_dir) / "summary.csv").is_file()
     # resumable: a second run skips the finished slide
     view.start_button.click()
-    qtbot.waitUntil(lambda: window.batch is None and view.start_button.isEnabled(), timeout=WAIT_MS * 2)
+    qtbot.waitUntil(lambda: not window.folder.running and view.start_button.isEnabled(), timeout=WAIT_MS * 2)
     assert rows["case_a"].error == "already analysed with this model"
     # double-click opens the slide with its heatmap
     view.table.sortByColumn(3, Qt.SortOrder.DescendingOrder)
     view.table.doubleClicked.emit(view.proxy.index(0, 0))
-    qtbot.waitUntil(lambda: window.saved is not None, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.analysis.saved is not None, timeout=WAIT_MS)
     assert window.tabs.currentIndex() == 0
     assert window.opened is not None and window.opened.path == folder / "case_a.svs"
     assert window.overlay.grid is not None
@@ -121,12 +121,12 @@ def test_reopening_a_folder_shows_saved_scores(
     qtbot: QtBot, window: MainWindow, slides: Path, shared_data: Path, tmp_path: Path
 ) -> None:
     folder = _folder(tmp_path, slides, shared_data)
-    window.open_folder(folder)
+    window.folder.open(folder)
     view = window.batch_view
     view.start_button.click()
-    qtbot.waitUntil(lambda: window.batch is None and view.start_button.isEnabled(), timeout=WAIT_MS * 2)
-    window.open_folder(folder)
-    statuses = {r.job.label: r.status for r in window.batch_state.rows}
+    qtbot.waitUntil(lambda: not window.folder.running and view.start_button.isEnabled(), timeout=WAIT_MS * 2)
+    window.folder.open(folder)
+    statuses = {r.job.label: r.status for r in window.folder.state.rows}
     assert statuses["case_a"] == "saved" and statuses["case_c"] == "queued"
 
 

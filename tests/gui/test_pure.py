@@ -183,3 +183,14 @@ def test_report_and_batch_row_show_the_score_method_and_region() -> None:
     row = BatchRow(SlideJob(Path("s.svs"), "s"), status="done", summary=new)
     assert row.largest_region_mm2 == 0.3
     assert BatchRow(SlideJob(Path("s.svs"), "s"), status="done", summary=old).largest_region_mm2 is None
+
+
+def test_the_open_dialog_offers_the_engines_slide_files() -> None:
+    from engine.slide import SLIDE_SUFFIXES
+    from gui.main_window import SLIDE_FILTER
+
+    slides, everything = SLIDE_FILTER.split(";;")
+    assert everything == "All files (*)"
+    assert sorted(slides.removeprefix("Slides (").removesuffix(")").split()) == sorted(
+        f"*{suffix}" for suffix in SLIDE_SUFFIXES
+    )

@@ -15,10 +15,11 @@ from engine.model import Model
 from gui.app import headless_platform
 from gui.dialogs import MppDialog, PreferencesDialog, about_html
 from gui.info_panel import slide_facts
-from gui.main_window import NOT_A_DIAGNOSIS, MainWindow
+from gui.main_window import MainWindow
 from gui.results_panel import CATEGORY_COLOURS
 from gui.settings import Settings
 from gui.state import OUTLINED_AT_LOW_ZOOM, outlined_regions
+from gui.window_parts import NOT_A_DIAGNOSIS
 from tests.gui.conftest import WAIT_MS, analyse_and_wait, open_slide_and_wait
 
 TCGA = "tcga-cr-7395-01a-01-ts1.svs"
@@ -29,7 +30,7 @@ def test_assumed_mpp_and_ood_are_in_the_verdict(qtbot: QtBot, window: MainWindow
     open_slide_and_wait(qtbot, window, slides / TCGA)
     analyse_and_wait(qtbot, window)
     panel = window.results_panel
-    assert window.saved is not None and window.saved.summary.out_of_distribution is True
+    assert window.analysis.saved is not None and window.analysis.saved.summary.out_of_distribution is True
     assert panel.caveat_label.isVisibleTo(window)
     text = panel.caveat_label.text()
     assert "Out of distribution" in text and "µm/px 0.5 is ASSUMED" in text
@@ -42,7 +43,7 @@ def test_assumed_mpp_and_ood_are_in_the_verdict(qtbot: QtBot, window: MainWindow
 def test_cmu_is_flagged_out_of_distribution(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
     open_slide_and_wait(qtbot, window, cmu)
     analyse_and_wait(qtbot, window)
-    assert window.saved is not None and window.saved.summary.out_of_distribution is True
+    assert window.analysis.saved is not None and window.analysis.saved.summary.out_of_distribution is True
     assert "ASSUMED" not in window.results_panel.caveat_label.text()  # the file records its µm/px
 
 
@@ -69,8 +70,8 @@ def test_folder_triage_default_mpp(qtbot: QtBot, window: MainWindow, slides: Pat
     assert view.overall.text() == "0 of 1 slides"
     view.default_mpp.setCurrentIndex(view.default_mpp.findData(0.25))
     view.start_button.click()
-    qtbot.waitUntil(lambda: window.batch is None and view.start_button.isEnabled(), timeout=WAIT_MS * 2)
-    row = window.batch_state.rows[0]
+    qtbot.waitUntil(lambda: not window.folder.running and view.start_button.isEnabled(), timeout=WAIT_MS * 2)
+    row = window.folder.state.rows[0]
     assert row.status == "done" and row.summary is not None
     assert row.summary.slide["mpp_origin"] == "default" and row.summary.mpp_used == 0.25
     category = view.model.index(0, 4).data()
@@ -149,7 +150,7 @@ def test_quitting_during_an_analysis_asks(qtbot: QtBot, window: MainWindow, cmu:
     window.confirm_quit = confirm  # type: ignore[method-assign]
     open_slide_and_wait(qtbot, window, cmu)
     window.analyse()
-    qtbot.waitUntil(lambda: window.analysis is not None, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: window.analysis.running, timeout=WAIT_MS)
     window.close()
     assert asked == [True] and window.isVisible()
     answer[0] = True

@@ -1,0 +1,150 @@
+"""Folder triage: every slide of a folder analysed in turn, resumable, most suspicious first.
+
+The slides are found by :func:`engine.batch.discover_slides` and analysed by
+:func:`engine.batch.run_batch` in a worker (:class:`~gui.analysis_worker.BatchWorker`), exactly
+as ``equitriage-engine batch`` does; :class:`~gui.batch_state.BatchState` holds the rows and the
+:class:`~gui.batch_view.BatchView` shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtWidgets import QFileDialog
+
+from engine.batch import SlideJob, discover_slides
+from engine.errors import EquiTriageError
+from engine.model import Model
+from gui.analysis_worker import BatchWorker
+from gui.batch_view import COL_SCORE, BatchView
+from gui.model_manager import ModelManager
+from gui.remedies import app_message, unwritable
+from gui.settings import Settings, analysis_params
+from gui.workers import JobPool
+
+
+class FolderController(QObject):
+    """Runs the folder triage of ``view`` (its buttons, its table) with the model of the settings.
+
+    Reports through ``status(text, ms)``, ``error(title, message)``, ``shown()`` (a folder was
+    loaded: show its table) and ``open_requested(slide path, output folder)`` (a double-click).
+    """
+
+    status = Signal(str, int)
+    error = Signal(str, str)
+    shown = Signal()
+    open_requested = Signal(object, object)
+
+    def __init__(
+        self,
+        view: BatchView,
+        models: ModelManager,
+        settings: Callable[[], Settings],
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.view = view
+        self.state = view.state
+        self.models = models
+        self.settings = settings
+        self.pool = JobPool(self, 1)
+        self.worker: BatchWorker | None = None
+        view.choose_folder_requested.connect(self.choose)
+        view.start_requested.connect(self.start)
+        view.cancel_requested.connect(self.cancel)
+        view.open_requested.connect(self.open_requested)
+        models.failed.connect(lambda _message, _loud: view.set_running(self.running))
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def choose(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.view, "Folder of slides", self.settings().last_folder)
+        if folder:
+            self.open(Path(folder))
+
+    def open(self, folder: Path) -> None:
+        """List the slides of ``folder`` with what is already saved of them; nothing runs yet."""
+        if self.running:
+            self.error.emit("Triage running", "cancel the running folder triage first")
+            return
+        settings = self.settings()
+        out = Path(settings.output_dir)
+        try:
+            jobs = discover_slides(folder, exclude=out)
+        except EquiTriageError as exc:
+            self.error.emit("Cannot triage folder", app_message(exc))
+            return
+        settings.last_folder = str(folder)
+        self.state.load(folder, out, jobs)
+        self.view.set_running(False)
+        self.shown.emit()
+        if not jobs:
+            self.status.emit(f"No slides in {folder}", 8000)
+
+    def start(self) -> None:
+        """Analyse every slide of the folder that has no result of exactly this input yet."""
+        if self.running or not self.state.rows:
+            return
+        problem = unwritable(self._out_dir())
+        if problem:
+            self.error.emit("Results folder not writable", problem)
+            return
+        self.view.set_running(True)
+        self.models.with_model(self._start)
+
+    def _out_dir(self) -> Path:
+        return self.state.out_dir or Path(self.settings().output_dir)
+
+    def _start(self, model: Model) -> None:
+        if self.running or self.state.folder is None:
+            return
+        self.state.mark_queued()
+        jobs = [row.job for row in self.state.rows]
+        params = analysis_params(self.settings())
+        worker = BatchWorker(jobs, self._out_dir(), model, params, self.view.default_mpp_value())
+        s = worker.signals
+        s.started.connect(self.state.started)
+        s.progress.connect(self._progress)
+        s.outcome.connect(self.state.finished)
+        s.finished.connect(self._finished)
+        s.failed.connect(self._failed)
+        self.worker = worker
+        self.status.emit(f"Triaging {len(jobs)} slides…", 0)
+        self.pool.start(worker)
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel.set()
+
+    def shutdown(self) -> None:
+        """Cancel a running triage and wait for its worker (bounded); it resumes when started again."""
+        self.cancel()
+        self.pool.wait()
+
+    def _progress(self, job: SlideJob | None, done: int, total: int) -> None:
+        if job is not None:
+            self.state.progress(job, done, total)
+
+    def _finished(self, cancelled: bool) -> None:
+        self.worker = None
+        self.view.set_running(False)
+        if cancelled:
+            self.state.cancelled()
+        done, total = self.state.counts()
+        failed = sum(r.status == "failed" for r in self.state.rows)
+        self.status.emit(
+            f"Folder triage {'cancelled' if cancelled else 'finished'}: {done} of {total} slides"
+            + (f", {failed} could not be analysed" if failed else ""),
+            15000,
+        )
+        self.view.table.sortByColumn(COL_SCORE, Qt.SortOrder.DescendingOrder)
+
+    def _failed(self, message: str) -> None:
+        self.worker = None
+        self.view.set_running(False)
+        self.state.cancelled()
+        self.error.emit("Folder triage stopped", message)

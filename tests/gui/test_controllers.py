@@ -1,0 +1,282 @@
+"""The window's controllers on their own, with real slides and a real (tiny) ONNX model: analysis,
+folder triage and exports, and the one helper that drops stale answers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from PySide6.QtWidgets import QWidget
+from pytestqt.qtbot import QtBot
+
+from engine.batch import BATCH_SUMMARY, analyse_file, job_for
+from engine.identity import LOCK
+from engine.model import Model
+from engine.outputs import SUMMARY, TILES
+from engine.pipeline import AnalysisParams
+from engine.results import load_saved
+from gui.analysis_controller import AnalysisController
+from gui.batch_state import BatchState
+from gui.batch_view import BatchView
+from gui.export_controller import ExportController, Shown
+from gui.folder_controller import FolderController
+from gui.model_manager import ModelManager
+from gui.results_panel import ResultsPanel
+from gui.settings import Settings, analysis_params
+from gui.stale import Latest
+from gui.state import OverlayState
+from gui.workers import JobPool, OpenedSlide, SlideOpener
+from tests.gui.conftest import WAIT_MS
+
+
+def test_latest_keeps_only_the_answer_to_the_latest_request() -> None:
+    latest = Latest()
+    assert not latest.pending
+    first = latest.ask()
+    second = latest.ask()
+    assert latest.pending and latest.is_latest(second) and not latest.is_latest(first)
+    assert not latest.take(first)  # stale: dropped, the latest still waits
+    assert latest.pending
+    assert latest.take(second) and not latest.pending
+    assert latest.is_latest(second)  # answered, still the latest (later answers of it are wanted)
+    third = latest.ask()
+    latest.drop()
+    assert not latest.pending and not latest.take(third)
+
+
+@dataclass
+class Reports:
+    """What a controller said: status-bar lines and (title, message) errors."""
+
+    statuses: list[str] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def listen(self, controller: AnalysisController | FolderController | ExportController) -> None:
+        controller.status.connect(lambda text, _ms: self.statuses.append(text))
+        controller.error.connect(lambda title, message: self.errors.append((title, message)))
+
+
+@pytest.fixture
+def jobs() -> Iterator[JobPool]:
+    pool = JobPool(None, 2)
+    yield pool
+    pool.wait()
+
+
+@pytest.fixture
+def models(jobs: JobPool, settings: Settings) -> ModelManager:
+    return ModelManager(jobs.pool, lambda: (settings.model_path, settings.threads))
+
+
+# -- analysis ----------------------------------------------------------------------------------
+@dataclass
+class AnalysisBench:
+    controller: AnalysisController
+    overlay: OverlayState
+    panel: ResultsPanel
+    slides: Latest
+    settings: Settings
+    reports: Reports
+    opened: list[OpenedSlide] = field(default_factory=list)
+
+    def open(self, path: Path) -> OpenedSlide:
+        """Open ``path`` as the window does (a new slide tag, answered)."""
+        self.slides.take(self.slides.ask())
+        opened = SlideOpener(self.slides.tag, job_for(path), Path(self.settings.output_dir)).open()
+        self.opened.append(opened)
+        return opened
+
+    def start(self, opened: OpenedSlide) -> None:
+        self.controller.start(opened, analysis_params(self.settings))
+
+
+@pytest.fixture
+def bench(qtbot: QtBot, settings: Settings, models: ModelManager, jobs: JobPool) -> Iterator[AnalysisBench]:
+    overlay = OverlayState()
+    panel = ResultsPanel(overlay)
+    qtbot.addWidget(panel)
+    slides = Latest()
+    controller = AnalysisController(overlay, panel, models, slides, jobs)
+    reports = Reports()
+    reports.listen(controller)
+    b = AnalysisBench(controller, overlay, panel, slides, settings, reports)
+    yield b
+    controller.shutdown()
+    jobs.wait()
+    for opened in b.opened:
+        opened.slide.close()
+
+
+def test_analysis_fills_the_heatmap_live_then_shows_the_saved_result(
+    qtbot: QtBot, bench: AnalysisBench, cmu: Path
+) -> None:
+    events: list[str] = []
+    bench.overlay.subscribe(events.append)
+    results: list[bool] = []
+    bench.controller.has_result.connect(results.append)
+    opened = bench.open(cmu)
+    bench.start(opened)
+    assert bench.panel.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: bench.controller.running, timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: not bench.controller.running and bench.controller.saved is not None, timeout=WAIT_MS * 2
+    )
+    qtbot.waitUntil(lambda: not bench.controller.regions_pending, timeout=WAIT_MS)
+    saved = bench.controller.saved
+    assert saved is not None and saved.folder == opened.results_dir
+    assert (opened.results_dir / SUMMARY).is_file() and not (opened.results_dir / LOCK).exists()
+    assert events.count("probs") >= 3  # the grid planned, tiles as they came, the saved result
+    assert int((bench.overlay.probs == bench.overlay.probs).sum()) == saved.summary.tiles.analysed
+    assert bench.overlay.regions and results[-1] is True
+    assert bench.panel.progress.value() == bench.panel.progress.maximum()
+    assert bench.panel.analyse_button.isEnabled() and not bench.panel.cancel_button.isEnabled()
+    assert any(s.startswith("Done: score") for s in bench.reports.statuses)
+    assert bench.reports.errors == []
+    bench.controller.clear()
+    assert bench.controller.saved is None and bench.overlay.grid is None and results[-1] is False
+
+
+def test_analysis_cancel_writes_nothing_and_releases_the_lock(
+    qtbot: QtBot, bench: AnalysisBench, cmu: Path
+) -> None:
+    bench.settings.stride_px = 6  # thousands of tiles: long enough to cancel
+    opened = bench.open(cmu)
+    bench.start(opened)
+    qtbot.waitUntil(lambda: bench.panel.progress.value() > 0, timeout=WAIT_MS)
+    bench.panel.cancel_button.click()
+    qtbot.waitUntil(lambda: not bench.controller.running, timeout=WAIT_MS)
+    assert bench.panel.progress_label.text() == "Cancelled"
+    assert bench.reports.statuses[-1] == "Analysis cancelled"
+    assert not (opened.results_dir / SUMMARY).exists()
+    assert not (opened.results_dir / LOCK).exists()
+    assert bench.controller.saved is None and bench.overlay.grid is None
+
+
+def test_analysis_of_a_slide_no_longer_open_is_saved_but_not_shown(
+    qtbot: QtBot, bench: AnalysisBench, cmu: Path
+) -> None:
+    bench.settings.stride_px = 32
+    opened = bench.open(cmu)
+    bench.start(opened)
+    qtbot.waitUntil(lambda: bench.controller.running, timeout=WAIT_MS)
+    bench.slides.ask()  # the window opens another slide...
+    bench.controller.clear()  # ...and closes this one
+    qtbot.waitUntil(lambda: not bench.controller.running, timeout=WAIT_MS * 2)
+    qtbot.wait(200)
+    assert (opened.results_dir / SUMMARY).is_file()
+    assert bench.reports.statuses[-1] == f"{cmu.name} analysed; results saved"
+    assert bench.controller.saved is None and bench.overlay.grid is None
+
+
+def test_analysis_into_an_unwritable_folder_is_refused(
+    bench: AnalysisBench, cmu: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    bench.settings.output_dir = str(blocker / "results")
+    bench.start(bench.open(cmu))
+    assert not bench.controller.running
+    [(title, message)] = bench.reports.errors
+    assert title == "Results folder not writable" and "cannot write" in message
+
+
+# -- folder triage -----------------------------------------------------------------------------
+@pytest.fixture
+def folder_of_slides(tmp_path: Path, slides: Path, shared_data: Path) -> Path:
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    shutil.copyfile(slides / "CMU-1-Small-Region.svs", folder / "case_a.svs")
+    shutil.copyfile(shared_data / "broken" / "broken_random_ascii.svs", folder / "case_b.svs")
+    return folder
+
+
+def test_folder_triage_runs_resumes_and_opens_a_slide(
+    qtbot: QtBot, settings: Settings, models: ModelManager, folder_of_slides: Path
+) -> None:
+    view = BatchView(BatchState())
+    qtbot.addWidget(view)
+    controller = FolderController(view, models, lambda: settings)
+    reports = Reports()
+    reports.listen(controller)
+    with qtbot.waitSignal(controller.shown, timeout=WAIT_MS):
+        controller.open(folder_of_slides)
+    out = Path(settings.output_dir)
+    assert [r.job.label for r in controller.state.rows] == ["case_a", "case_b"]
+    assert settings.last_folder == str(folder_of_slides)
+    try:
+        view.start_button.click()
+        qtbot.waitUntil(lambda: controller.running, timeout=WAIT_MS)
+        controller.open(folder_of_slides)  # not while it runs
+        assert reports.errors == [("Triage running", "cancel the running folder triage first")]
+        qtbot.waitUntil(lambda: not controller.running, timeout=WAIT_MS * 2)
+        rows = {r.job.label: r for r in controller.state.rows}
+        assert rows["case_a"].status == "done" and rows["case_a"].score is not None
+        assert rows["case_b"].status == "failed" and "not a slide" in rows["case_b"].error
+        assert reports.statuses[-1] == "Folder triage finished: 2 of 2 slides, 1 could not be analysed"
+        assert (out / BATCH_SUMMARY).is_file()
+        view.start_button.click()  # resumable: the finished slide is not analysed again
+        qtbot.waitUntil(lambda: controller.running, timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: not controller.running, timeout=WAIT_MS * 2)
+        assert rows["case_a"].error == "already analysed with this model"
+    finally:
+        controller.shutdown()
+    index = next(i for i in range(2) if view.row_at(i).job.label == "case_a")
+    with qtbot.waitSignal(controller.open_requested, timeout=WAIT_MS) as opened:
+        view.table.doubleClicked.emit(view.proxy.index(index, 0))
+    path, out_dir = opened.args
+    assert path == folder_of_slides / "case_a.svs" and out_dir == out
+    assert (out_dir / job_for(path).name / SUMMARY).is_file()
+
+
+# -- exports -----------------------------------------------------------------------------------
+def test_exports_write_what_is_shown_and_report_failures(
+    qtbot: QtBot, settings: Settings, models: ModelManager, model_path: Path, cmu: Path, tmp_path: Path
+) -> None:
+    out = Path(settings.output_dir)
+    out.mkdir()
+    job = job_for(cmu)
+    analyse_file(job, out, Model.load(model_path, threads=1), AnalysisParams())
+    saved = load_saved(out / job.name)
+    assert saved is not None
+    overlay = OverlayState()
+    overlay.set_result(saved.grid, saved.prob_grid(), saved.policy.tile_threshold, saved.cell_mm2)
+    overlay.set_regions(overlay.compute_regions())
+    window = QWidget()
+    qtbot.addWidget(window)
+    shown: list[Shown] = []
+    current = lambda: shown[0] if shown else None  # noqa: E731
+    controller = ExportController(window, overlay, models, lambda: settings, current)
+    reports = Reports()
+    reports.listen(controller)
+    controller.export("csv", tmp_path / "nothing.csv")
+    assert reports.errors == [("Nothing to export", "analyse the slide first")]
+
+    opened = SlideOpener(1, job, out).open()
+    try:
+        shown.append((opened, saved))
+        exported = tmp_path / "exports"
+        exported.mkdir()
+        names = {"csv": "t.csv", "geojson": "r.geojson", "overlay": "o.png", "report": "r.html"}
+        for kind, name in names.items():
+            controller.export(kind, exported / name)
+        assert len(reports.errors) == 1
+        assert (exported / "t.csv").read_bytes() == (saved.folder / TILES).read_bytes()
+        features = json.loads((exported / "r.geojson").read_text())["features"]
+        assert len(features) == len(overlay.regions) > 0
+        with Image.open(exported / "o.png") as image:
+            assert image.width >= 512
+        assert "CMU-1-Small-Region" in (exported / "r.html").read_text()
+        assert settings.last_folder == str(exported)
+        assert reports.statuses[-1] == f"Exported {exported / 'r.html'}"
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a folder")
+        controller.export("report", blocker / "r.pdf")
+        title, message = reports.errors[-1]
+        assert title == "Export failed" and "cannot write" in message and message.endswith("another place")
+    finally:
+        opened.slide.close()
