@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.batch import discover_slides, run_batch  # noqa: E402
-from engine.cluster import ClusterRequest, local_cluster, run_cluster_batch  # noqa: E402
+from engine.cluster import local_cluster, run_cluster_batch  # noqa: E402
+from engine.cluster_worker import ClusterRequest  # noqa: E402
 from engine.model import Model  # noqa: E402
 from engine.pipeline import AnalysisParams  # noqa: E402
 

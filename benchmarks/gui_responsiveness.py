@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def state() -> str:
         bar = window.results_panel.progress
-        return f"analysing={window.analysis is not None} {bar.value()}/{bar.maximum()}"
+        return f"analysing={window.analysis.running} {bar.value()}/{bar.maximum()}"
 
     meter = GapMeter(state if args.list_gaps else None)
     panner = Panner(viewer)
@@ -209,15 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     panner.timer.start()
     t0 = time.perf_counter()
     window.analyse()
-    run_loop(app, args.analyse_s, lambda: window.analysis is None and window.saved is not None)
-    finished = window.saved is not None
+    run_loop(app, args.analyse_s, lambda: not window.analysis.running and window.analysis.saved is not None)
+    finished = window.analysis.saved is not None
     panel = window.results_panel
     done, total = panel.progress.value(), panel.progress.maximum()
-    if finished and window.saved is not None:
-        done = total = window.saved.summary.tiles.analysed
+    if finished and window.analysis.saved is not None:
+        done = total = window.analysis.saved.summary.tiles.analysed
     if not finished:
-        window.cancel_analysis()
-        run_loop(app, 30, lambda: window.analysis is None)
+        window.analysis.cancel()
+        run_loop(app, 30, lambda: not window.analysis.running)
     elapsed = time.perf_counter() - t0
     panner.timer.stop()
     results["analyse"] = {
