@@ -96,14 +96,19 @@ def main(argv: list[str] | None = None) -> int:
         params, params_int8 = count_parameters(path)
         macs = model.contract.info.get("macs", ckpt_macs)
         quant = model.contract.info.get("quantization", {})
-        rows.append({
-            "model": str(path), "version": model.version,
-            "precision": "int8" if quant else "fp32",
-            "macs": macs, "params": params, "params_int8": params_int8,
-            "file_bytes": path.stat().st_size,
-            "patches_per_s": args.batch / statistics.median(t),
-            "patches_per_s_best": args.batch / min(t),
-        })
+        rows.append(
+            {
+                "model": str(path),
+                "version": model.version,
+                "precision": "int8" if quant else "fp32",
+                "macs": macs,
+                "params": params,
+                "params_int8": params_int8,
+                "file_bytes": path.stat().st_size,
+                "patches_per_s": args.batch / statistics.median(t),
+                "patches_per_s_best": args.batch / min(t),
+            }
+        )
     out = sys.stdout
     out.write(f"{args.threads} threads, batch {args.batch}, {args.repeats} interleaved repeats (median)\n")
     header = ("model", "prec", "MMACs", "params", "MB", "patch/s", "vs 1st")
@@ -116,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['file_bytes'] / 1e6:>6.2f} {r['patches_per_s']:>9.1f} {r['patches_per_s'] / base:>6.2f}x\n"
         )
     if args.json:
-        args.json.write_text(json.dumps({"threads": args.threads, "batch": args.batch,
-                                         "repeats": args.repeats, "models": rows}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"threads": args.threads, "batch": args.batch, "repeats": args.repeats, "models": rows},
+                indent=2,
+            )
+        )
     return 0
 
 

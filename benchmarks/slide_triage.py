@@ -581,19 +581,25 @@ def main(argv: list[str] | None = None) -> int:
     numbers: dict[str, dict[str, list[float]]] = {}
     for name, slides in sets.items():
         kind = [s.size_class for s in slides]
-        say(f"\n== {name.upper()} set (GRID shortcut): {kind.count('negative')} negatives "
-              f"({', '.join(str(n) for n in NEG_SIZES)} tissue tiles, {NEG_PER_SIZE} each), "
-              + ", ".join(f"{kind.count(c)} {c}" for c in CLASSES))
-        say("columns: slide AUC vs all positives and vs >= 0.2 mm; per class, fraction of negatives "
-              "set aside (below the cut) at 100%/98% sensitivity")
+        say(
+            f"\n== {name.upper()} set (GRID shortcut): {kind.count('negative')} negatives "
+            f"({', '.join(str(n) for n in NEG_SIZES)} tissue tiles, {NEG_PER_SIZE} each), "
+            + ", ".join(f"{kind.count(c)} {c}" for c in CLASSES)
+        )
+        say(
+            "columns: slide AUC vs all positives and vs >= 0.2 mm; per class, fraction of negatives "
+            "set aside (below the cut) at 100%/98% sensitivity"
+        )
         numbers[name] = {}
         for cname, fn in CANDIDATES.items():
             scores = np.array([fn(f, weights) for f in feats[name]])
             numbers[name][cname] = scores.tolist()
             say(report_candidate(cname, slides, scores))
         scores = shipped_scores(feats[name], policy)
-        say(f"\ncategories with the policy ({policy.score_method}, low {policy.low_threshold}, "
-              f"high {policy.high_threshold}):")
+        say(
+            f"\ncategories with the policy ({policy.score_method}, low {policy.low_threshold}, "
+            f"high {policy.high_threshold}):"
+        )
         say(category_table(slides, policy, scores))
         say(micro_breakdown(slides, scores))
         big = [i for i, s in enumerate(slides) if s.size_class == "negative" and s.tissue_tiles == 20000]

@@ -90,16 +90,20 @@ def main() -> int:
     cfg = TrainConfig(data=args.data, out_dir="", batch_size=args.batch, **recipe)
     out = sys.stdout
     strides = "anti-aliased" if args.antialias else "plain strides"
-    out.write(f"{args.threads} thread(s), batch {args.batch}, recipe {args.recipe}, {strides}; "
-              f"patches/s (median of {args.steps} steps)\n")
+    out.write(
+        f"{args.threads} thread(s), batch {args.batch}, recipe {args.recipe}, {strides}; "
+        f"patches/s (median of {args.steps} steps)\n"
+    )
     header = ("net", "prepare", "forward", "backward", "optim", "step", "serial", "overlap")
     out.write("{:<22}{:>9}{:>9}{:>9}{:>8}{:>8}{:>8}{:>8}\n".format(*header))
     for name in ("conventional", "equivariant"):
         arch = ArchConfig(arch=name, group_order=args.group, width=args.width, antialias=args.antialias)
         r = measure(arch, images, labels, cfg, args.steps)
         label = f"{name} {arch.group_name}"
-        out.write(f"{label:<22}{r['prepare']:>9.0f}{r['forward']:>9.0f}{r['backward']:>9.0f}"
-                  f"{r['optimiser']:>8.0f}{r['step']:>8.1f}{r['serial']:>8.1f}{r['overlapped']:>8.1f}\n")
+        out.write(
+            f"{label:<22}{r['prepare']:>9.0f}{r['forward']:>9.0f}{r['backward']:>9.0f}"
+            f"{r['optimiser']:>8.0f}{r['step']:>8.1f}{r['serial']:>8.1f}{r['overlapped']:>8.1f}\n"
+        )
     return 0
 
 

@@ -53,9 +53,7 @@ class TriagePolicy:
         """Parse a contract's ``triage`` entry; one without ``score_method`` gets the defaults."""
         if "score_method" not in data:
             if data:
-                log.warning(
-                    "model contract predates slide-level triage; using the default triage policy"
-                )
+                log.warning("model contract predates slide-level triage; using the default triage policy")
             return cls()
         values = dict(data)
         if "weights" in values:

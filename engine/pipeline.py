@@ -291,9 +291,7 @@ def _read_batches(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _next_ready(
-    pending: deque[tuple[int, Future[Any]]], cancel: threading.Event | None
-) -> tuple[int, Any]:
+def _next_ready(pending: deque[tuple[int, Future[Any]]], cancel: threading.Event | None) -> tuple[int, Any]:
     if cancel is not None and cancel.is_set():
         raise CancelledError("analysis cancelled")
     start, fut = pending.popleft()

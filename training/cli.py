@@ -78,8 +78,12 @@ def _parser() -> argparse.ArgumentParser:
         default="plain",
         help="robust: shift, scale, blur, JPEG and stain augmentation, label smoothing, weight EMA",
     )
-    t.add_argument("--shift", action=argparse.BooleanOptionalAction, default=None,
-                   help="crop the field of view at a random position of the patch")
+    t.add_argument(
+        "--shift",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="crop the field of view at a random position of the patch",
+    )
     t.add_argument("--scale", type=float, default=None, help="zoom jitter of up to 1 +- SCALE")
     t.add_argument("--blur-p", type=float, default=None, help="probability of a Gaussian blur")
     t.add_argument("--jpeg-p", type=float, default=None, help="probability of JPEG re-encoding")
@@ -132,8 +136,8 @@ def add_quantize_parser(subparsers: Any) -> argparse.ArgumentParser:
         "quantize",
         help="INT8 ONNX model from a training checkpoint (data-free quantization, Nagel et al. 2019)",
         description="Quantize a training CHECKPOINT (.pt, not an .onnx file: cross-layer "
-                    "equalization and high-bias absorption need its batch-norm statistics) to an "
-                    "onnxruntime QDQ INT8 model carrying the engine's contract.",
+        "equalization and high-bias absorption need its batch-norm statistics) to an "
+        "onnxruntime QDQ INT8 model carrying the engine's contract.",
     )
     q.add_argument("checkpoint", help="training checkpoint (.pt), e.g. runs/<run>/best.pt")
     q.add_argument("--out", default="model_int8.onnx")
@@ -142,14 +146,26 @@ def add_quantize_parser(subparsers: Any) -> argparse.ArgumentParser:
     q.add_argument("--no-hba", action="store_true", help="skip high-bias absorption")
     q.add_argument("--bias-correction", action="store_true", help="analytic bias correction")
     q.add_argument("--per-channel", action="store_true", help="per-channel weights (default per-tensor)")
-    q.add_argument("--calibrate", type=int, default=0, metavar="N",
-                   help=f"calibrate activation ranges on N <= {MAX_CALIBRATION} training patches "
-                        "(default 0: data-free ranges from batch-norm statistics)")
-    q.add_argument("--range-sigmas", type=float, default=QuantConfig.range_sigmas,
-                   help="data-free activation range: BN mean +- this many BN stds")
+    q.add_argument(
+        "--calibrate",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"calibrate activation ranges on N <= {MAX_CALIBRATION} training patches "
+        "(default 0: data-free ranges from batch-norm statistics)",
+    )
+    q.add_argument(
+        "--range-sigmas",
+        type=float,
+        default=QuantConfig.range_sigmas,
+        help="data-free activation range: BN mean +- this many BN stds",
+    )
     q.add_argument("--no-reduce-range", action="store_true", help="8-bit instead of 7-bit weights")
-    q.add_argument("--data", default=DEFAULT_DATA,
-                   help="PCam data for --calibrate and the INT8-vs-FP32 check ('' for none)")
+    q.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        help="PCam data for --calibrate and the INT8-vs-FP32 check ('' for none)",
+    )
     q.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
     return q
 
@@ -160,17 +176,25 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     checkpoint = Path(args.checkpoint)
     if checkpoint.suffix.lower() == ".onnx":
-        log.error("%s is an ONNX file; pass the training checkpoint (.pt) it was exported from: "
-                  "data-free quantization needs the batch-norm statistics", checkpoint)
+        log.error(
+            "%s is an ONNX file; pass the training checkpoint (.pt) it was exported from: "
+            "data-free quantization needs the batch-norm statistics",
+            checkpoint,
+        )
         return 2
     if not checkpoint.is_file():
         log.error("%s: no checkpoint there", checkpoint)
         return 2
     try:
-        cfg = QuantConfig(cle=not args.no_cle, hba=not args.no_hba,
-                          bias_correction=args.bias_correction, per_channel=args.per_channel,
-                          calibrate=args.calibrate, range_sigmas=args.range_sigmas,
-                          reduce_range=not args.no_reduce_range)
+        cfg = QuantConfig(
+            cle=not args.no_cle,
+            hba=not args.no_hba,
+            bias_correction=args.bias_correction,
+            per_channel=args.per_channel,
+            calibrate=args.calibrate,
+            range_sigmas=args.range_sigmas,
+            reduce_range=not args.no_reduce_range,
+        )
     except ValueError as exc:
         log.error("%s", exc)
         return 2
@@ -181,8 +205,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             return 2
         log.warning("%s not found: checking INT8 against FP32 on random inputs", data)
         data = None
-    quantize_checkpoint(checkpoint, Path(args.out), cfg, data, Path(args.cache_dir),
-                        Path(args.fp32_out) if args.fp32_out else None)
+    quantize_checkpoint(
+        checkpoint,
+        Path(args.out),
+        cfg,
+        data,
+        Path(args.cache_dir),
+        Path(args.fp32_out) if args.fp32_out else None,
+    )
     return 0
 
 
@@ -196,8 +226,12 @@ def add_study_parser(subparsers: Any) -> None:
     p.add_argument("--variants", default="", help=f"comma-separated subset of {', '.join(VARIANT_BY_NAME)}")
     p.add_argument("--data", default=DEFAULT_DATA)
     p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR)
-    p.add_argument("--curve-patches", type=int, default=100,
-                   help="held-out patches for the continuous-angle curve (0 skips it)")
+    p.add_argument(
+        "--curve-patches",
+        type=int,
+        default=100,
+        help="held-out patches for the continuous-angle curve (0 skips it)",
+    )
     p.add_argument("--n-boot", type=int, default=1000)
 
 
@@ -219,8 +253,9 @@ def cmd_study(args: Any) -> int:
         log.error("no best.pt in %s; train those runs first or leave them out", ", ".join(missing))
         return 2
     for run in args.runs:
-        study_run(Path(run), Path(args.out), variants, data, Path(args.cache_dir),
-                  args.curve_patches, args.n_boot)
+        study_run(
+            Path(run), Path(args.out), variants, data, Path(args.cache_dir), args.curve_patches, args.n_boot
+        )
     return 0
 
 
@@ -231,8 +266,13 @@ def add_results_parser(subparsers: Any) -> None:
     p.add_argument("--doc", default="docs/results.md")
     p.add_argument("--figures", default="docs/results")
     p.add_argument("--speed", default=None, help="JSON written by benchmarks/model_speed.py --json")
-    p.add_argument("--recipe", nargs=2, metavar=("STUDY", "SPEED"), default=None,
-                   help="study folder and speed JSON of the recipe comparison (the recipe block)")
+    p.add_argument(
+        "--recipe",
+        nargs=2,
+        metavar=("STUDY", "SPEED"),
+        default=None,
+        help="study folder and speed JSON of the recipe comparison (the recipe block)",
+    )
 
 
 def cmd_results(args: Any) -> int:

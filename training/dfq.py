@@ -108,9 +108,15 @@ def fold_bn_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     bias = bn.bias.detach() - bn.running_mean * scale
     if conv.bias is not None:
         bias = bias + conv.bias.detach() * scale
+    k, st, pad = conv.kernel_size, conv.stride, conv.padding
     folded = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size,  # type: ignore[arg-type]
-        stride=conv.stride, padding=conv.padding, groups=conv.groups, bias=True,  # type: ignore[arg-type]
+        conv.in_channels,
+        conv.out_channels,
+        (k[0], k[1]),
+        stride=(st[0], st[1]),
+        padding=pad if isinstance(pad, str) else (pad[0], pad[1]),
+        groups=conv.groups,
+        bias=True,
     )
     with torch.no_grad():
         folded.weight.copy_(conv.weight.detach() * scale.reshape(-1, 1, 1, 1))
@@ -196,9 +202,7 @@ def equalization_scales(r1: torch.Tensor, r2: torch.Tensor, n: int) -> torch.Ten
 
 
 @torch.no_grad()
-def scale_pair(
-    model: MobileNetV2, pair: Pair, s: torch.Tensor, stats: dict[str, PreActivation]
-) -> None:
+def scale_pair(model: MobileNetV2, pair: Pair, s: torch.Tensor, stats: dict[str, PreActivation]) -> None:
     """Divide the first layer's output channels by ``s`` and multiply the second layer's inputs by
     ``s``; with a ReLU between them (positively homogeneous) the function is unchanged."""
     first = conv_of(model, pair.first)

@@ -174,8 +174,10 @@ def evaluate_onnx(
     policy = clf.contract.triage
     thresholds = sorted({policy.tile_threshold, policy.low_threshold, policy.high_threshold})
     result["operating_points"] = [operating_point(labels, prob, t) for t in thresholds]
-    points = ", ".join(f"{p['threshold']:g}: {p['sensitivity']:.3f}/{p['specificity']:.3f}"
-                       for p in result["operating_points"])
+    points = ", ".join(
+        f"{p['threshold']:g}: {p['sensitivity']:.3f}/{p['specificity']:.3f}"
+        for p in result["operating_points"]
+    )
     log.info("patch-level sensitivity/specificity at the contract's triage thresholds: %s", points)
     if train_patches > 0:
         train_images, train_labels = train_subset(data, cache_dir, train_patches)
@@ -185,8 +187,11 @@ def evaluate_onnx(
             "accuracy": accuracy(train_labels, train_prob),
             "auc": auc(train_labels, train_prob),
         }
-        log.info("training subset: accuracy %.4f, AUC %.4f", result["train_subset"]["accuracy"],
-                 result["train_subset"]["auc"])
+        log.info(
+            "training subset: accuracy %.4f, AUC %.4f",
+            result["train_subset"]["accuracy"],
+            result["train_subset"]["auc"],
+        )
     result["stability"] = stability(clf, images, labels, result["auc"]["value"])
     result.update(rot90_deltas(clf, images))
     log.info(
@@ -215,8 +220,17 @@ def evaluate_onnx(
     return result
 
 
-HELDOUT_KEYS = ("heldout_patches", "split_seed", "accuracy", "auc", "nll", "train_subset", "stability",
-                "rot90_max_abs_dp", "operating_points")
+HELDOUT_KEYS = (
+    "heldout_patches",
+    "split_seed",
+    "accuracy",
+    "auc",
+    "nll",
+    "train_subset",
+    "stability",
+    "rot90_max_abs_dp",
+    "operating_points",
+)
 
 
 def stamp_heldout(model_path: Path, result: dict[str, Any]) -> None:

@@ -72,9 +72,14 @@ def with_feature_stats(model_bytes: bytes, patches: NDArray[np.uint8]) -> bytes:
     if contract.features_name is None:
         raise ValueError(f"{METADATA_KEY}: the model exports no features")
     stats = fit_feature_stats(onnx_features(model_bytes, prepare(patches, contract)))
-    log.info("feature statistics: %d features, %d components, %d patches", len(stats.mean),
-             len(stats.variances), stats.n_patches)
+    log.info(
+        "feature statistics: %d features, %d components, %d patches",
+        len(stats.mean),
+        len(stats.variances),
+        stats.n_patches,
+    )
     return restamp(model_bytes, lambda c: dataclasses.replace(c, feature_stats=stats))
+
 
 def training_sample(data: object, cache_dir: object, n: int = N_PATCHES, seed: int = 0) -> NDArray[np.uint8]:
     """``n`` seeded training patches (raw uint8) for the feature statistics."""

@@ -89,4 +89,3 @@ class MobileNetV2(nn.Module):
         f = self.features(x)
         logits: torch.Tensor = self.classifier(self.dropout(f))
         return logits, f
-

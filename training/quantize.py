@@ -189,7 +189,9 @@ def quantize_onnx(
         else:
             raise ValueError("pass ranges (data-free) or calibration inputs")
         quantize_static(
-            str(src), str(dst), reader,
+            str(src),
+            str(dst),
+            reader,
             nodes_to_exclude=blur_nodes(onnx.load_from_string(fp32).graph),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
@@ -231,8 +233,9 @@ def quantize_plain(
         if cfg.calibrate:
             return None
         graph = onnx.load_from_string(model_bytes).graph
-        return data_free_ranges(graph, prepared.stats, relu_units,
-                                input_range(contract.mean, contract.std), cfg.range_sigmas)
+        return data_free_ranges(
+            graph, prepared.stats, relu_units, input_range(contract.mean, contract.std), cfg.range_sigmas
+        )
 
     if cfg.calibrate and (calibration is None or len(calibration) == 0):
         raise ValueError("calibrate > 0 needs calibration patches")
@@ -243,7 +246,8 @@ def quantize_plain(
         weights = dequantized_weights(onnx.load_from_string(int8))
         quantized = {
             name: torch.from_numpy(weights[name + UNIT_WEIGHT_SUFFIX])
-            for name in dfq.unit_names(prepared.folded) if name + UNIT_WEIGHT_SUFFIX in weights
+            for name in dfq.unit_names(prepared.folded)
+            if name + UNIT_WEIGHT_SUFFIX in weights
         }
         corrected = dfq.correct_bias(prepared.folded, prepared.stats, quantized)
         report["bias_correction_max"] = max(corrected.values(), default=0.0)
@@ -251,16 +255,16 @@ def quantize_plain(
         int8 = quantize_onnx(fp32_corrected, cfg, ranges_of(fp32_corrected), calib, contract.input_name)
     info = dict(contract.info)
     info["quantization"] = {**cfg.describe(), **report}
-    int8_contract = dataclasses.replace(contract, model_version=f"{contract.model_version}-int8",
-                                        info=info)
+    int8_contract = dataclasses.replace(contract, model_version=f"{contract.model_version}-int8", info=info)
     return fp32, with_contract(int8, int8_contract), report
 
 
 # ----------------------------------------------------------------------------- checkpoint I/O
 
 
-def calibration_inputs(data: Path, cache_dir: Path, contract: ModelContract, n: int,
-                       seed: int = 0) -> NDArray[np.float32]:
+def calibration_inputs(
+    data: Path, cache_dir: Path, contract: ModelContract, n: int, seed: int = 0
+) -> NDArray[np.float32]:
     """``n`` seeded random unlabelled training patches, prepared as the engine does."""
     from engine.preprocess import prepare
     from training.data import load_patches
@@ -282,8 +286,11 @@ def agreement(fp32: bytes, int8: bytes, x: NDArray[np.float32]) -> dict[str, flo
 
     p, q = prob(fp32), prob(int8)
     d = np.abs(p - q)[:, -1]
-    return {"max_abs_dp": float(d.max()), "mean_abs_dp": float(d.mean()),
-            "argmax_agree": float((p.argmax(1) == q.argmax(1)).mean())}
+    return {
+        "max_abs_dp": float(d.max()),
+        "mean_abs_dp": float(d.mean()),
+        "argmax_agree": float((p.argmax(1) == q.argmax(1)).mean()),
+    }
 
 
 def quantize_checkpoint(
@@ -313,11 +320,20 @@ def quantize_checkpoint(
     elif cfg.calibrate:
         raise ValueError("--calibrate needs --data (the PCam training patches)")
     fp32, int8, report = quantize_plain(plain, contract, cfg, calib)
-    check = calib if calib is not None else np.random.default_rng(cfg.seed).normal(
-        size=(16, 3, arch.input_size, arch.input_size)).astype(np.float32)
+    check = (
+        calib
+        if calib is not None
+        else np.random.default_rng(cfg.seed)
+        .normal(size=(16, 3, arch.input_size, arch.input_size))
+        .astype(np.float32)
+    )
     report["agreement"] = agreement(fp32, int8, check[:64])
-    log.info("INT8 vs FP32 twin on %d %s inputs: %s", min(len(check), 64),
-             "training" if calib is not None else "random", report["agreement"])
+    log.info(
+        "INT8 vs FP32 twin on %d %s inputs: %s",
+        min(len(check), 64),
+        "training" if calib is not None else "random",
+        report["agreement"],
+    )
     if data is not None and contract.features_name is not None:
         from training.features import training_sample, with_feature_stats
 

@@ -44,8 +44,7 @@ def unit_of(weight_name: str) -> str | None:
     return weight_name.removesuffix(UNIT_WEIGHT_SUFFIX)
 
 
-def gaussian_range(mean: NDArray[np.float64], std: NDArray[np.float64], k: float,
-                   relu: bool) -> Range:
+def gaussian_range(mean: NDArray[np.float64], std: NDArray[np.float64], k: float, relu: bool) -> Range:
     """Per-tensor range covering ``mean +- k std`` of every channel (``[0, .]`` after a ReLU)."""
     lo = float(np.min(mean - k * std))
     hi = float(np.max(mean + k * std))

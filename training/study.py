@@ -37,8 +37,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("int8-cle", "+ CLE", QuantConfig(hba=False)),
     Variant("int8-dfq", "+ CLE + HBA", QuantConfig()),
     Variant("int8-dfq-bc", "+ CLE + HBA + bias corr.", QuantConfig(bias_correction=True)),
-    Variant("int8-per-channel", "INT8 per-channel, no DFQ",
-            QuantConfig(cle=False, hba=False, per_channel=True)),
+    Variant(
+        "int8-per-channel", "INT8 per-channel, no DFQ", QuantConfig(cle=False, hba=False, per_channel=True)
+    ),
     Variant("int8-dfq-cal512", "+ CLE + HBA, calibrated on 512", QuantConfig(calibrate=512)),
 )
 VARIANT_BY_NAME = {v.name: v for v in VARIANTS}
@@ -113,6 +114,7 @@ def study_run(
             export_checkpoint(checkpoint, model, data=data, cache_dir=cache_dir)
         else:
             quantize_checkpoint(checkpoint, model, variant.quant, data, cache_dir)
-        evaluate_onnx(model, data, cache_dir, folder / variant.name, curve_patches=curve_patches,
-                      n_boot=n_boot)
+        evaluate_onnx(
+            model, data, cache_dir, folder / variant.name, curve_patches=curve_patches, n_boot=n_boot
+        )
     return folder

@@ -63,6 +63,7 @@ def shipped() -> Model:
 # false positives (the benchmark measures how often); the test is that the grid origin does not
 # decide its category.
 
+
 @pytest.mark.parametrize(
     ("name", "n_tissue", "n_tumour", "seed", "expected"),
     [

@@ -127,6 +127,7 @@ def test_blur_and_jpeg_degrade_but_keep_the_patch(patches: np.ndarray) -> None:
     for out in (blur(p, 1.0), jpeg(p, 60)):
         assert out.shape == p.shape and out.dtype == np.uint8
         assert 0 < np.abs(out.astype(int) - p).mean() < 40
+
     # blurring removes high frequencies: neighbouring pixels get closer
     def roughness(img: np.ndarray) -> float:
         return float(np.abs(np.diff(img.astype(int), axis=0)).mean())

@@ -213,8 +213,7 @@ def test_hba_changes_the_network_little(plain: MobileNetV2, x: torch.Tensor) -> 
     changes = []
     for n_sigma in (3.0, 4.5):
         model = copy.deepcopy(folded)
-        dfq.absorb_high_bias(model, {k: dfq.PreActivation(v.mean, v.std) for k, v in stats.items()},
-                             n_sigma)
+        dfq.absorb_high_bias(model, {k: dfq.PreActivation(v.mean, v.std) for k, v in stats.items()}, n_sigma)
         changes.append(_max_rel(_logits(model, x), before))
     assert 0 < changes[1] < changes[0] < 0.15
 

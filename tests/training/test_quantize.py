@@ -72,8 +72,12 @@ def test_int8_model_is_qdq_and_keeps_the_contract(default_int8: tuple[bytes, byt
     assert "QuantizeLinear" not in _ops(fp32) and "BatchNormalization" not in _ops(fp32)
     c = _contract(int8)
     assert c.model_version == "tiny-1-int8" and _contract(fp32).model_version == "tiny-1"
-    assert (c.input_size, c.mean, c.std, c.classes) == (CONTRACT.input_size, CONTRACT.mean,
-                                                        CONTRACT.std, CONTRACT.classes)
+    assert (c.input_size, c.mean, c.std, c.classes) == (
+        CONTRACT.input_size,
+        CONTRACT.mean,
+        CONTRACT.std,
+        CONTRACT.classes,
+    )
     q = c.info["quantization"]
     assert (q["cle"], q["hba"], q["bias_correction"]) == (True, True, False)
     assert q["ranges"] == "data-free" and q["weights"] == "per-tensor"
@@ -123,8 +127,13 @@ def test_data_free_ranges_beat_naive_ranges(equivariant: MobileNetV2, x: NDArray
 
     fp32 = to_onnx(prepared.folded, CONTRACT.input_size, CONTRACT)
     relu_units = {n for n in dfq.unit_names(prepared.folded) if dfq.has_relu(prepared.folded, n)}
-    ranges = data_free_ranges(onnx.load_from_string(fp32).graph, prepared.stats, relu_units,
-                              input_range(CONTRACT.mean, CONTRACT.std), cfg.range_sigmas)
+    ranges = data_free_ranges(
+        onnx.load_from_string(fp32).graph,
+        prepared.stats,
+        relu_units,
+        input_range(CONTRACT.mean, CONTRACT.std),
+        cfg.range_sigmas,
+    )
     graph = onnx.load_from_string(fp32).graph
     assert all(n.output[0] in ranges for n in graph.node if n.op_type in ("Conv", "Relu", "Add"))
     assert all(lo <= 0 <= hi and hi > lo for lo, hi in ranges.values())
@@ -144,8 +153,11 @@ def test_per_channel_weights(equivariant: MobileNetV2, x: NDArray[np.float32]) -
     fp32, int8, _ = quantize_plain(equivariant, CONTRACT, QuantConfig(per_channel=True))
     proto = onnx.load_from_string(int8)
     inits = {t.name: t for t in proto.graph.initializer}
-    scales = [inits[n.input[1]] for n in proto.graph.node
-              if n.op_type == "DequantizeLinear" and n.input[0].endswith(".weight_quantized")]
+    scales = [
+        inits[n.input[1]]
+        for n in proto.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0].endswith(".weight_quantized")
+    ]
     assert scales and all(len(s.dims) == 1 and s.dims[0] > 1 for s in scales)
     assert _contract(int8).info["quantization"]["weights"] == "per-channel"
     assert agreement(fp32, int8, x)["mean_abs_dp"] < 0.05
@@ -194,7 +206,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def test_command_line_parses() -> None:
     args = _parse(["quantize", "runs/x/best.pt", "--out", "m.onnx", "--no-cle", "--calibrate", "64"])
     assert (args.checkpoint, args.out, args.no_cle, args.no_hba, args.calibrate) == (
-        "runs/x/best.pt", "m.onnx", True, False, 64)
+        "runs/x/best.pt",
+        "m.onnx",
+        True,
+        False,
+        64,
+    )
 
 
 def test_command_refuses_onnx_input(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -212,13 +229,26 @@ def test_command_end_to_end(tmp_path: Path, equivariant: MobileNetV2) -> None:
     ckpt = {
         "arch": tiny_arch("conventional").to_dict(),
         "model": tiny_plain("conventional").state_dict(),
-        "mean": list(CONTRACT.mean), "std": list(CONTRACT.std), "epoch": 1,
+        "mean": list(CONTRACT.mean),
+        "std": list(CONTRACT.std),
+        "epoch": 1,
     }
     path = tmp_path / "best.pt"
     torch.save(ckpt, path)
     out = tmp_path / "int8.onnx"
-    args = _parse(["quantize", str(path), "--out", str(out), "--fp32-out", str(tmp_path / "fp32.onnx"),
-                   "--data", "", "--bias-correction"])
+    args = _parse(
+        [
+            "quantize",
+            str(path),
+            "--out",
+            str(out),
+            "--fp32-out",
+            str(tmp_path / "fp32.onnx"),
+            "--data",
+            "",
+            "--bias-correction",
+        ]
+    )
     assert cmd_quantize(args) == 0
     model = Model.load(out, threads=1)
     info = model.contract.info

@@ -28,10 +28,16 @@ def _metrics(acc: float, auc: float, rot90: float = 0.0, curve: list[float] | No
     return out
 
 
-def _record(arch: str, seed: int, variant: str, acc: float, auc: float, n: int = 20000,
-            **kw: Any) -> Record:
-    return Record(run=f"{arch}-s{seed}-n{n}", arch=arch, group_order=8 if arch == "equivariant" else 1,
-                  seed=seed, train_patches=n, variant=variant, metrics=_metrics(acc, auc, **kw))
+def _record(arch: str, seed: int, variant: str, acc: float, auc: float, n: int = 20000, **kw: Any) -> Record:
+    return Record(
+        run=f"{arch}-s{seed}-n{n}",
+        arch=arch,
+        group_order=8 if arch == "equivariant" else 1,
+        seed=seed,
+        train_patches=n,
+        variant=variant,
+        metrics=_metrics(acc, auc, **kw),
+    )
 
 
 @pytest.fixture()
@@ -39,8 +45,9 @@ def records() -> list[Record]:
     out = []
     for seed, (a_fp, a_q) in enumerate([(0.80, 0.79), (0.82, 0.80), (0.84, 0.84)]):
         out.append(_record("equivariant", seed, "fp32", a_fp, 0.90, curve=[0, 0.02, 0, 0.02, 0]))
-        out.append(_record("equivariant", seed, "int8-dfq-bc", a_q, 0.89, rot90=1e-8,
-                           curve=[0, 0.03, 0, 0.03, 0]))
+        out.append(
+            _record("equivariant", seed, "int8-dfq-bc", a_q, 0.89, rot90=1e-8, curve=[0, 0.03, 0, 0.03, 0])
+        )
         out.append(_record("conventional", seed, "fp32", 0.75, 0.85, rot90=0.4))
     out.append(_record("conventional", 0, "fp32", 0.60, 0.70, n=2000))
     return out
@@ -81,12 +88,29 @@ def test_data_efficiency_rows_by_size(records: list[Record]) -> None:
 
 
 def test_speed_table_ratio_against_own_fp32() -> None:
-    speed = {"threads": 2, "batch": 64, "repeats": 5, "models": [
-        {"version": "equivariant-C8-x", "precision": "fp32", "macs": 86e6, "params": 10,
-         "file_bytes": 2_000_000, "patches_per_s": 200.0},
-        {"version": "equivariant-C8-x-int8", "precision": "int8", "macs": 86e6, "params": 10,
-         "file_bytes": 500_000, "patches_per_s": 300.0},
-    ]}
+    speed = {
+        "threads": 2,
+        "batch": 64,
+        "repeats": 5,
+        "models": [
+            {
+                "version": "equivariant-C8-x",
+                "precision": "fp32",
+                "macs": 86e6,
+                "params": 10,
+                "file_bytes": 2_000_000,
+                "patches_per_s": 200.0,
+            },
+            {
+                "version": "equivariant-C8-x-int8",
+                "precision": "int8",
+                "macs": 86e6,
+                "params": 10,
+                "file_bytes": 500_000,
+                "patches_per_s": 300.0,
+            },
+        ],
+    }
     text = table_speed(speed)
     assert "| equivariant | int8 | 86.0 | 10 | 0.50 | 300 | 1.50x |" in text
 
@@ -94,16 +118,35 @@ def test_speed_table_ratio_against_own_fp32() -> None:
 def test_recipe_table_one_row_per_run_sorted_by_width_with_speed_by_version() -> None:
     def rec(run: str, width: float, variant: str, acc: float, version: str = "") -> Record:
         metrics = {**_metrics(acc, 0.9), "model_version": version}
-        return Record(run=run, arch="equivariant", group_order=8, seed=1, train_patches=20000,
-                      variant=variant, metrics=metrics, width=width, jitter=0.0, epochs=2,
-                      selection_loss=0.45)
+        return Record(
+            run=run,
+            arch="equivariant",
+            group_order=8,
+            seed=1,
+            train_patches=20000,
+            variant=variant,
+            metrics=metrics,
+            width=width,
+            jitter=0.0,
+            epochs=2,
+            selection_loss=0.45,
+        )
 
-    records = [rec("wide", 1.0, "fp32", 0.80), rec("wide", 1.0, "int8-dfq-bc", 0.81, "eq-w1-int8"),
-               rec("base", 0.5, "fp32", 0.77), rec("base", 0.5, "int8-dfq-bc", 0.78, "eq-w05-int8")]
-    speed = {"threads": 2, "batch": 64, "repeats": 5, "models": [
-        {"version": "eq-w1-int8", "macs": 278e6, "patches_per_s": 210.4},
-        {"version": "eq-w05-int8", "macs": 86e6, "patches_per_s": 690.0},
-    ]}
+    records = [
+        rec("wide", 1.0, "fp32", 0.80),
+        rec("wide", 1.0, "int8-dfq-bc", 0.81, "eq-w1-int8"),
+        rec("base", 0.5, "fp32", 0.77),
+        rec("base", 0.5, "int8-dfq-bc", 0.78, "eq-w05-int8"),
+    ]
+    speed = {
+        "threads": 2,
+        "batch": 64,
+        "repeats": 5,
+        "models": [
+            {"version": "eq-w1-int8", "macs": 278e6, "patches_per_s": 210.4},
+            {"version": "eq-w05-int8", "macs": 86e6, "patches_per_s": 690.0},
+        ],
+    }
     rows = table_recipe(records, speed).splitlines()[4:]
     assert rows == [
         "| base | equivariant | 0.5 | 0 | 2 | 86 | 690 | 0.450 | 77.0 | 78.0 | 0.900 |",
@@ -112,8 +155,10 @@ def test_recipe_table_one_row_per_run_sorted_by_width_with_speed_by_version() ->
 
 
 def test_fill_blocks_replaces_only_named_blocks() -> None:
-    doc = ("prose\n<!-- results:main -->\nold\n<!-- /results:main -->\nmore prose\n"
-           "<!-- results:speed -->\nkeep\n<!-- /results:speed -->\n")
+    doc = (
+        "prose\n<!-- results:main -->\nold\n<!-- /results:main -->\nmore prose\n"
+        "<!-- results:speed -->\nkeep\n<!-- /results:speed -->\n"
+    )
     out = fill_blocks(doc, {"main": "| new |"})
     assert "| new |" in out and "old" not in out
     assert "keep" in out and out.startswith("prose\n") and "more prose" in out
@@ -125,9 +170,20 @@ def test_fill_blocks_replaces_only_named_blocks() -> None:
 def test_load_study_reads_runs_and_variants(tmp_path: Path) -> None:
     run = tmp_path / "eq-s1"
     (run / "fp32").mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps(
-        {"arch": "equivariant", "group_order": 8, "seed": 1, "train_patches": 5000, "width": 0.75,
-         "jitter": 1.0, "epochs": 8, "selection_loss": 0.47}))
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "arch": "equivariant",
+                "group_order": 8,
+                "seed": 1,
+                "train_patches": 5000,
+                "width": 0.75,
+                "jitter": 1.0,
+                "epochs": 8,
+                "selection_loss": 0.47,
+            }
+        )
+    )
     (run / "fp32" / "metrics.json").write_text(json.dumps(_metrics(0.8, 0.9)))
     (records,) = load_study(tmp_path)
     assert (records.run, records.seed, records.train_patches, records.variant) == ("eq-s1", 1, 5000, "fp32")

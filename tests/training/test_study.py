@@ -25,14 +25,22 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def _checkpoint(run: Path, seed: int) -> None:
     run.mkdir(parents=True)
-    torch.save({
-        "arch": tiny_arch("conventional").to_dict(),
-        "model": tiny_plain("conventional", seed=seed).state_dict(),
-        "mean": [0.70, 0.54, 0.69], "std": [0.24, 0.28, 0.22], "epoch": 1, "n_train": 400,
-        "train_config": {"seed": seed, "epochs": 2, "jitter": 0.5 * seed},
-        "history": [{"epoch": 1, "patches_per_s": 10.0, "val_loss": 0.6},
-                    {"epoch": 2, "patches_per_s": 10.0, "val_loss": 0.5 + seed / 100}],
-    }, run / "best.pt")
+    torch.save(
+        {
+            "arch": tiny_arch("conventional").to_dict(),
+            "model": tiny_plain("conventional", seed=seed).state_dict(),
+            "mean": [0.70, 0.54, 0.69],
+            "std": [0.24, 0.28, 0.22],
+            "epoch": 1,
+            "n_train": 400,
+            "train_config": {"seed": seed, "epochs": 2, "jitter": 0.5 * seed},
+            "history": [
+                {"epoch": 1, "patches_per_s": 10.0, "val_loss": 0.6},
+                {"epoch": 2, "patches_per_s": 10.0, "val_loss": 0.5 + seed / 100},
+            ],
+        },
+        run / "best.pt",
+    )
 
 
 def test_parse_variants() -> None:
@@ -47,9 +55,22 @@ def test_study_then_results(pcam_h5: Path, tmp_path: Path) -> None:
     for seed in (0, 1):
         _checkpoint(runs / f"conv-s{seed}", seed)
     study = tmp_path / "study"
-    argv = ["study", *(str(runs / f"conv-s{s}") for s in (0, 1)), "--out", str(study),
-            "--variants", "fp32,int8-dfq-bc", "--data", str(pcam_h5),
-            "--cache-dir", str(tmp_path / "cache"), "--curve-patches", "4", "--n-boot", "20"]
+    argv = [
+        "study",
+        *(str(runs / f"conv-s{s}") for s in (0, 1)),
+        "--out",
+        str(study),
+        "--variants",
+        "fp32,int8-dfq-bc",
+        "--data",
+        str(pcam_h5),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--curve-patches",
+        "4",
+        "--n-boot",
+        "20",
+    ]
     assert cmd_study(_parse(argv)) == 0
     metrics = json.loads((study / "conv-s1" / "int8-dfq-bc" / "metrics.json").read_text())
     assert metrics["model_version"].endswith("-int8") and metrics["heldout_patches"] > 100
@@ -65,24 +86,58 @@ def test_study_then_results(pcam_h5: Path, tmp_path: Path) -> None:
     assert (study / "conv-s0" / "fp32" / "metrics.json").stat().st_mtime_ns == before
 
     doc = tmp_path / "results.md"
-    doc.write_text("# Results\n" + "".join(f"<!-- results:{b} -->\n<!-- /results:{b} -->\n"
-                                           for b in ("main", "ablation", "data-efficiency")) + "end\n")
+    doc.write_text(
+        "# Results\n"
+        + "".join(
+            f"<!-- results:{b} -->\n<!-- /results:{b} -->\n" for b in ("main", "ablation", "data-efficiency")
+        )
+        + "end\n"
+    )
     figures = tmp_path / "figures"
     assert cmd_results(_parse(["results", str(study), "--doc", str(doc), "--figures", str(figures)])) == 0
     text = doc.read_text()
-    accs = [json.loads((study / f"conv-s{s}" / "fp32" / "metrics.json").read_text())["accuracy"]["value"]
-            for s in (0, 1)]
+    accs = [
+        json.loads((study / f"conv-s{s}" / "fp32" / "metrics.json").read_text())["accuracy"]["value"]
+        for s in (0, 1)
+    ]
     assert f"{100 * sum(accs) / 2:.1f} ± " in text and text.endswith("end\n")
     assert {p.name for p in figures.iterdir()} == {
-        "rotation_curves.png", "data_efficiency.png", "quantization_ablation.png"}
+        "rotation_curves.png",
+        "data_efficiency.png",
+        "quantization_ablation.png",
+    }
 
     # the recipe block: the same runs side by side, speed matched by model version
     speed = tmp_path / "speed.json"
-    speed.write_text(json.dumps({"threads": 2, "batch": 8, "repeats": 3, "models": [
-        {"version": metrics["model_version"], "macs": 5e6, "patches_per_s": 123.0}]}))
+    speed.write_text(
+        json.dumps(
+            {
+                "threads": 2,
+                "batch": 8,
+                "repeats": 3,
+                "models": [{"version": metrics["model_version"], "macs": 5e6, "patches_per_s": 123.0}],
+            }
+        )
+    )
     doc.write_text(text + "<!-- results:recipe -->\n<!-- /results:recipe -->\n")
-    assert cmd_results(_parse(["results", str(study), "--doc", str(doc), "--figures", str(figures),
-                               "--recipe", str(study), str(speed)])) == 0
+    assert (
+        cmd_results(
+            _parse(
+                [
+                    "results",
+                    str(study),
+                    "--doc",
+                    str(doc),
+                    "--figures",
+                    str(figures),
+                    "--recipe",
+                    str(study),
+                    str(speed),
+                ]
+            )
+        )
+        == 0
+    )
     rows = [line for line in doc.read_text().splitlines() if line.startswith("| conv-s")]
     assert rows[0].startswith("| conv-s0 | conventional | 0.25 | 0 | 2 | – | – | 0.500 |")
     assert rows[1].startswith("| conv-s1 | conventional | 0.25 | 0.5 | 2 | 5 | 123 | 0.510 |")

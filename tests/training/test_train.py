@@ -151,9 +151,28 @@ def test_resume_matches_an_uninterrupted_run(pcam_h5: Path, tmp_path: Path, robu
 def test_cli_resume_continues_with_the_saved_recipe(pcam_h5: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     common = ["--data", str(pcam_h5), "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
-    first = ["train", "--arch", "conventional", "--width", "0.25", "--strides", "11111", "--antialias",
-             "--recipe", "robust", "--hed", "0.02", "--epochs", "2", "--train-size", "64",
-             "--batch-size", "32", "--stop-after", "1"]
+    first = [
+        "train",
+        "--arch",
+        "conventional",
+        "--width",
+        "0.25",
+        "--strides",
+        "11111",
+        "--antialias",
+        "--recipe",
+        "robust",
+        "--hed",
+        "0.02",
+        "--epochs",
+        "2",
+        "--train-size",
+        "64",
+        "--batch-size",
+        "32",
+        "--stop-after",
+        "1",
+    ]
     assert main(first + common) == 0
     moved = tmp_path / "moved"  # a run folder may be moved between sessions: it resumes there
     shutil.copytree(out, moved)
@@ -169,8 +188,26 @@ def test_cli_resume_continues_with_the_saved_recipe(pcam_h5: Path, tmp_path: Pat
 def test_a_forked_run_continues_with_a_larger_blur(pcam_h5: Path, tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     common = ["--data", str(pcam_h5), "--cache-dir", str(tmp_path / "cache")]
-    first = ["train", "--arch", "equivariant", "--group", "C4", "--width", "0.25", "--strides", "11111",
-             "--antialias", "--epochs", "2", "--train-size", "64", "--batch-size", "32", "--stop-after", "1"]
+    first = [
+        "train",
+        "--arch",
+        "equivariant",
+        "--group",
+        "C4",
+        "--width",
+        "0.25",
+        "--strides",
+        "11111",
+        "--antialias",
+        "--epochs",
+        "2",
+        "--train-size",
+        "64",
+        "--batch-size",
+        "32",
+        "--stop-after",
+        "1",
+    ]
     assert main([*first, *common, "--out", str(src)]) == 0
     before = torch.load(src / "last.pt", weights_only=False)
     assert main(["fork", str(src), str(dst), "--blur-kernel", "5"]) == 0

@@ -29,9 +29,10 @@ def fill_blocks(text: str, blocks: dict[str, str]) -> str:
     found = {m.group("name") for m in BLOCK.finditer(text)}
     missing = set(blocks) - found
     if missing:
-        raise ValueError(f"the document has no block(s) {sorted(missing)}; add "
-                         + ", ".join(f"'<!-- results:{m} -->' ... '<!-- /results:{m} -->'"
-                                     for m in sorted(missing)))
+        raise ValueError(
+            f"the document has no block(s) {sorted(missing)}; add "
+            + ", ".join(f"'<!-- results:{m} -->' ... '<!-- /results:{m} -->'" for m in sorted(missing))
+        )
 
     def body(match: re.Match[str]) -> str:
         name = match.group("name")
@@ -54,8 +55,9 @@ def build_blocks(records: list[Record], speed: dict[str, Any] | None) -> dict[st
     return blocks
 
 
-def write_results(study: Path, doc: Path, figures: Path, speed_json: Path | None,
-                  recipe: tuple[Path, Path] | None = None) -> dict[str, str]:
+def write_results(
+    study: Path, doc: Path, figures: Path, speed_json: Path | None, recipe: tuple[Path, Path] | None = None
+) -> dict[str, str]:
     """Fill ``doc``'s blocks and write the plots into ``figures``; returns the blocks.
 
     ``recipe`` is (study folder, speed JSON) of the recipe comparison, for the ``recipe`` block.

@@ -19,20 +19,24 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_rotation(records: list[Record], path: Path,
-                  variants: tuple[str, ...] = ("fp32", "int8-naive", SHIPPED_VARIANT)) -> None:
+def plot_rotation(
+    records: list[Record], path: Path, variants: tuple[str, ...] = ("fp32", "int8-naive", SHIPPED_VARIANT)
+) -> None:
     """Mean |Δp| against input rotation, one panel per architecture, mean over seeds."""
     plt = _pyplot()
     n = full_size(records)
     arch_list = archs(records)
-    fig, axes = plt.subplots(1, len(arch_list), figsize=(5.5 * len(arch_list), 3.6), dpi=120,
-                             sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(arch_list), figsize=(5.5 * len(arch_list), 3.6), dpi=120, sharey=True, squeeze=False
+    )
     labels = {v.name: v.label for v in VARIANTS}
     for ax, arch in zip(axes[0], arch_list, strict=True):
         for variant in variants:
-            curves = [r.metrics["rotation_curve"] for r in
-                      select(records, arch=arch, train_patches=n, variant=variant)
-                      if r.metrics.get("rotation_curve")]
+            curves = [
+                r.metrics["rotation_curve"]
+                for r in select(records, arch=arch, train_patches=n, variant=variant)
+                if r.metrics.get("rotation_curve")
+            ]
             if not curves:
                 continue
             angles = curves[0]["angles_deg"]
@@ -58,12 +62,25 @@ def plot_data_efficiency(records: list[Record], path: Path) -> None:
         for variant, style in (("fp32", "-"), (SHIPPED_VARIANT, "--")):
             sizes = sorted({r.train_patches for r in select(records, arch=arch, variant=variant)})
             for ax, metric in zip(axes, ("accuracy", "auc"), strict=True):
-                stats = [mean_std([getattr(r, metric) for r in
-                                   select(records, arch=arch, variant=variant, train_patches=n)])
-                         for n in sizes]
-                ax.errorbar(sizes, [m for m, _ in stats], yerr=[s for _, s in stats], color=colour,
-                            linestyle=style, marker="o", capsize=3,
-                            label=f"{arch} {'FP32' if variant == 'fp32' else 'INT8'}")
+                stats = [
+                    mean_std(
+                        [
+                            getattr(r, metric)
+                            for r in select(records, arch=arch, variant=variant, train_patches=n)
+                        ]
+                    )
+                    for n in sizes
+                ]
+                ax.errorbar(
+                    sizes,
+                    [m for m, _ in stats],
+                    yerr=[s for _, s in stats],
+                    color=colour,
+                    linestyle=style,
+                    marker="o",
+                    capsize=3,
+                    label=f"{arch} {'FP32' if variant == 'fp32' else 'INT8'}",
+                )
     all_sizes = sorted({r.train_patches for r in records})
     for ax, name in zip(axes, ("accuracy", "AUC"), strict=True):
         ax.set_xscale("log")

@@ -54,13 +54,21 @@ def load_study(folder: Path) -> list[Record]:
     for run_json in sorted(folder.glob("*/run.json")):
         run = json.loads(run_json.read_text())
         for metrics_json in sorted(run_json.parent.glob("*/metrics.json")):
-            records.append(Record(
-                run=run_json.parent.name, arch=run["arch"], group_order=int(run["group_order"]),
-                seed=int(run["seed"]), train_patches=int(run["train_patches"]),
-                variant=metrics_json.parent.name, metrics=json.loads(metrics_json.read_text()),
-                width=float(run.get("width", 0.5)), jitter=float(run.get("jitter") or 0.0),
-                epochs=run.get("epochs"), selection_loss=run.get("selection_loss"),
-            ))
+            records.append(
+                Record(
+                    run=run_json.parent.name,
+                    arch=run["arch"],
+                    group_order=int(run["group_order"]),
+                    seed=int(run["seed"]),
+                    train_patches=int(run["train_patches"]),
+                    variant=metrics_json.parent.name,
+                    metrics=json.loads(metrics_json.read_text()),
+                    width=float(run.get("width", 0.5)),
+                    jitter=float(run.get("jitter") or 0.0),
+                    epochs=run.get("epochs"),
+                    selection_loss=run.get("selection_loss"),
+                )
+            )
     if not records:
         raise FileNotFoundError(f"{folder}: no evaluated runs; run 'python -m training study' first")
     return records

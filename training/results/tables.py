@@ -47,8 +47,11 @@ def table_main(records: list[Record]) -> str:
 def _paired_delta(records: list[Record], arch: str, n: int, variant: str) -> list[float]:
     """Accuracy of ``variant`` minus FP32, per run (points)."""
     fp = {r.run: r.accuracy for r in select(records, arch=arch, train_patches=n, variant="fp32")}
-    return [100 * (r.accuracy - fp[r.run])
-            for r in select(records, arch=arch, train_patches=n, variant=variant) if r.run in fp]
+    return [
+        100 * (r.accuracy - fp[r.run])
+        for r in select(records, arch=arch, train_patches=n, variant=variant)
+        if r.run in fp
+    ]
 
 
 def table_ablation(records: list[Record]) -> str:
@@ -130,8 +133,10 @@ def table_recipe(records: list[Record], speed: dict[str, Any]) -> str:
     by_run: dict[str, list[Record]] = {}
     for record in records:
         by_run.setdefault(record.run, []).append(record)
-    for rows in sorted(by_run.values(), key=lambda rows: (
-            rows[0].arch, rows[0].width, rows[0].jitter, rows[0].epochs or 0, rows[0].run)):
+    for rows in sorted(
+        by_run.values(),
+        key=lambda rows: (rows[0].arch, rows[0].width, rows[0].jitter, rows[0].epochs or 0, rows[0].run),
+    ):
         first = rows[0]  # run-level fields are the same for every variant of a run
         fp = [r for r in rows if r.variant == "fp32"]
         q = [r for r in rows if r.variant == SHIPPED_VARIANT]
