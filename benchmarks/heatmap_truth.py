@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     say(
         f"# {args.result.name}: {len(rows)} tiles, {int(keep.sum())} on tissue cells, "
-        f"{int(pure.sum())} pure (>= {PURE:.0%} in one cell); model {model.contract.version}"
+        f"{int(pure.sum())} pure (>= {PURE:.0%} in one cell); model {model.contract.model_version}"
     )
     for name, sel in (("all tissue tiles", keep), ("pure tiles", pure)):
         y, pr = labels[sel], probs[sel]
