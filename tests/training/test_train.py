@@ -18,6 +18,11 @@ from training.config import ArchConfig
 from training.train import ROBUST_RECIPE, TrainConfig, lr_factor, train
 
 FAST = (True,) * 5
+# An anti-aliased width-0.25 net on 64 patches, planned for 2 epochs and stopped after the first.
+TINY_HALF_RUN = (
+    *("--width", "0.25", "--strides", "11111", "--antialias"),
+    *("--epochs", "2", "--train-size", "64", "--batch-size", "32", "--stop-after", "1"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -151,28 +156,7 @@ def test_resume_matches_an_uninterrupted_run(pcam_h5: Path, tmp_path: Path, robu
 def test_cli_resume_continues_with_the_saved_recipe(pcam_h5: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     common = ["--data", str(pcam_h5), "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
-    first = [
-        "train",
-        "--arch",
-        "conventional",
-        "--width",
-        "0.25",
-        "--strides",
-        "11111",
-        "--antialias",
-        "--recipe",
-        "robust",
-        "--hed",
-        "0.02",
-        "--epochs",
-        "2",
-        "--train-size",
-        "64",
-        "--batch-size",
-        "32",
-        "--stop-after",
-        "1",
-    ]
+    first = ["train", "--arch", "conventional", *TINY_HALF_RUN, "--recipe", "robust", "--hed", "0.02"]
     assert main(first + common) == 0
     moved = tmp_path / "moved"  # a run folder may be moved between sessions: it resumes there
     shutil.copytree(out, moved)
@@ -188,26 +172,7 @@ def test_cli_resume_continues_with_the_saved_recipe(pcam_h5: Path, tmp_path: Pat
 def test_a_forked_run_continues_with_a_larger_blur(pcam_h5: Path, tmp_path: Path) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     common = ["--data", str(pcam_h5), "--cache-dir", str(tmp_path / "cache")]
-    first = [
-        "train",
-        "--arch",
-        "equivariant",
-        "--group",
-        "C4",
-        "--width",
-        "0.25",
-        "--strides",
-        "11111",
-        "--antialias",
-        "--epochs",
-        "2",
-        "--train-size",
-        "64",
-        "--batch-size",
-        "32",
-        "--stop-after",
-        "1",
-    ]
+    first = ["train", "--arch", "equivariant", "--group", "C4", *TINY_HALF_RUN]
     assert main([*first, *common, "--out", str(src)]) == 0
     before = torch.load(src / "last.pt", weights_only=False)
     assert main(["fork", str(src), str(dst), "--blur-kernel", "5"]) == 0
