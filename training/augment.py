@@ -90,6 +90,37 @@ def hed_jitter(
     return out
 
 
+def seam_composites(
+    images: NDArray[np.uint8],
+    labels: NDArray[np.int64],
+    pool_images: NDArray[np.uint8],
+    pool_labels: NDArray[np.int64],
+    p: float,
+    rng: np.random.Generator,
+) -> NDArray[np.uint8]:
+    """With probability ``p`` per patch, replace it by a tile cut across four patches of its label.
+
+    Each quarter is the facing corner of a different ``pool_images`` patch of the same label: what
+    a tile holds when the tile grid does not line up with a mosaic's cells. The sharp seams
+    between the quarters carry no label, so a model trained on them learns not to read seams as
+    tumour. Labels are unchanged (a label-1 composite holds the corners of four tumour patches,
+    whose centres were labelled: a noisier positive). With ``p`` 0 nothing is drawn from ``rng``.
+    """
+    if p <= 0:
+        return images
+    out = images.copy()
+    _, h, w, _ = images.shape
+    hy, hx = h // 2, w // 2
+    for i in np.flatnonzero(rng.random(len(images)) < p):
+        pool = np.flatnonzero(pool_labels == labels[i])
+        a, b, c, d = pool_images[rng.choice(pool, 4)]
+        out[i, :hy, :hx] = a[h - hy :, w - hx :]
+        out[i, :hy, hx:] = b[h - hy :, : w - hx]
+        out[i, hy:, :hx] = c[: h - hy, w - hx :]
+        out[i, hy:, hx:] = d[: h - hy, : w - hx]
+    return out
+
+
 def resample_view(
     patch: NDArray[np.uint8], size_px: int, centre: tuple[float, float], zoom: float
 ) -> NDArray[np.uint8]:

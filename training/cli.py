@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--scale", type=float, default=None, help="zoom jitter of up to 1 +- SCALE")
     t.add_argument("--blur-p", type=float, default=None, help="probability of a Gaussian blur")
+    t.add_argument("--seam-p", type=float, default=None, help="probability of a same-label 4-patch composite")
     t.add_argument("--jpeg-p", type=float, default=None, help="probability of JPEG re-encoding")
     t.add_argument("--hed", type=float, default=None, help="HED stain jitter strength")
     t.add_argument("--label-smoothing", type=float, default=None)
@@ -96,10 +97,13 @@ def _parser() -> argparse.ArgumentParser:
         "--stop-after", type=int, default=None, help="stop after this many epochs in this call (resume later)"
     )
 
-    f = sub.add_parser("fork", help="continue a run's last.pt in a new folder with another blur size")
+    f = sub.add_parser(
+        "fork", help="continue a run's last.pt in a new folder with another blur or seam setting"
+    )
     f.add_argument("src", help="run folder holding last.pt")
     f.add_argument("dst", help="new run folder (then: train --out DST --resume)")
-    f.add_argument("--blur-kernel", type=int, choices=(3, 5, 7), required=True)
+    f.add_argument("--blur-kernel", type=int, choices=(3, 5, 7), default=None, help="another blur size")
+    f.add_argument("--seam-p", type=float, default=None, help="another seam-composite probability")
 
     e = sub.add_parser("export", help="export a checkpoint to ONNX with the engine's contract")
     e.add_argument("checkpoint")
@@ -333,7 +337,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = dataclasses.replace(cfg, threads=args.threads, out_dir=out)
         else:
             recipe: dict[str, Any] = dict(ROBUST_RECIPE) if args.recipe == "robust" else {}
-            options = ("shift", "scale", "blur_p", "jpeg_p", "hed", "jitter", "label_smoothing", "ema_decay")
+            options = (
+                "shift",
+                "scale",
+                "blur_p",
+                "jpeg_p",
+                "hed",
+                "jitter",
+                "label_smoothing",
+                "ema_decay",
+                "seam_p",
+            )
             for key in options:
                 if getattr(args, key) is not None:
                     recipe[key] = getattr(args, key)
@@ -390,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "fork":
         from training.fork import fork_run
 
-        fork_run(Path(args.src), Path(args.dst), args.blur_kernel)
+        fork_run(Path(args.src), Path(args.dst), args.blur_kernel, args.seam_p)
         return 0
     if args.command == "summary":
         from training.complexity import log_summary

@@ -60,6 +60,7 @@ class TrainConfig:
     hed: float = 0.0
     label_smoothing: float = 0.0
     ema_decay: float | None = None
+    seam_p: float = 0.0  # same-label 4-patch composites (augment.seam_composites)
     train_eval_size: int = 1000
     split_seed: int = VALID_SPLIT_SEED
     eval_batch: int = 256
@@ -269,7 +270,9 @@ def train(
 
             def batch(step: int, order: NDArray[np.int64] = order, rng: np.random.Generator = rng) -> Any:
                 idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
-                x = make_batch(splits.train.images[idx], arch.input_size, splits.mean, splits.std, rng, aug)
+                images, labels = splits.train.images, splits.train.labels
+                raw = augment.seam_composites(images[idx], labels[idx], images, labels, cfg.seam_p, rng)
+                x = make_batch(raw, arch.input_size, splits.mean, splits.std, rng, aug)
                 return x, torch.from_numpy(splits.train.labels[idx])
 
             t0 = time.time()

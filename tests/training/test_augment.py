@@ -17,6 +17,7 @@ from training.augment import (
     random_d4,
     resample_view,
     rotate,
+    seam_composites,
 )
 from training.batches import channel_stats, make_batch
 from training.data import Patches
@@ -141,3 +142,38 @@ def test_full_recipe_is_seeded_and_keeps_shape(small_pcam: dict[str, Patches]) -
     a = aug.apply(raw, 95, np.random.default_rng(3))
     b = aug.apply(raw, 95, np.random.default_rng(3))
     assert a.shape == (16, 95, 95, 3) and np.array_equal(a, b)
+
+
+def _labelled_pool() -> tuple[np.ndarray, np.ndarray]:
+    """Twelve 96 px patches, each one flat value: label 0 in 10..60, label 1 in 160..210."""
+    labels = np.array([0, 1] * 6)
+    values = np.where(labels == 0, 10, 160) + 10 * np.arange(12) // 2
+    images = np.broadcast_to(values[:, None, None, None], (12, 96, 96, 3)).astype(np.uint8)
+    return np.ascontiguousarray(images), labels
+
+
+def test_seam_composites_cut_four_patches_of_the_same_label() -> None:
+    images, labels = _labelled_pool()
+    out = seam_composites(images, labels, images, labels, 1.0, np.random.default_rng(0))
+    assert out.shape == images.shape and out.dtype == np.uint8
+    for tile, label in zip(out, labels, strict=True):
+        quarters = [tile[:48, :48], tile[:48, 48:], tile[48:, :48], tile[48:, 48:]]
+        assert all(len(np.unique(q)) == 1 for q in quarters)  # each quarter is one patch's corner
+        values = {int(q[0, 0, 0]) for q in quarters}
+        assert values <= set(images[labels == label, 0, 0, 0].tolist())  # never the other label
+
+
+def test_seam_composites_are_off_at_zero_and_draw_nothing() -> None:
+    images, labels = _labelled_pool()
+    rng = np.random.default_rng(3)
+    before = rng.bit_generator.state
+    assert seam_composites(images, labels, images, labels, 0.0, rng) is images
+    assert rng.bit_generator.state == before  # runs without seams keep their random stream
+
+
+def test_seam_composites_replace_about_p_of_the_patches() -> None:
+    images, labels = _labelled_pool()
+    many, many_labels = np.repeat(images, 50, axis=0), np.repeat(labels, 50)
+    out = seam_composites(many, many_labels, images, labels, 0.3, np.random.default_rng(1))
+    changed = np.mean([len(np.unique(t)) > 1 for t in out])  # a composite of one patch is rare
+    assert 0.2 < changed < 0.35  # 600 draws: 0.3 less the composites that drew one patch four times

@@ -175,9 +175,10 @@ def test_a_forked_run_continues_with_a_larger_blur(pcam_h5: Path, tmp_path: Path
     first = ["train", "--arch", "equivariant", "--group", "C4", *TINY_HALF_RUN]
     assert main([*first, *common, "--out", str(src)]) == 0
     before = torch.load(src / "last.pt", weights_only=False)
-    assert main(["fork", str(src), str(dst), "--blur-kernel", "5"]) == 0
+    assert main(["fork", str(src), str(dst), "--blur-kernel", "5", "--seam-p", "0.5"]) == 0
     forked = torch.load(dst / "last.pt", weights_only=False)
     assert forked["arch"]["blur_kernel"] == 5 and forked["state"]["forked"]["epoch"] == 1
+    assert forked["train_config"]["seam_p"] == 0.5 and forked["state"]["forked"]["seam_p"] == [0.0, 0.5]
     assert forked["state"]["best_epoch"] == -1  # a network with another blur starts its own best
     changed = {k for k in before["model"] if before["model"][k].shape != forked["model"][k].shape}
     assert changed and all(k.endswith("kernel") and forked["model"][k].shape[-1] == 5 for k in changed)
