@@ -21,7 +21,8 @@ from engine.preprocess import prepare
 from tests.onnx_models import make_contract
 from tests.training.dfq_models import random_input, tiny_plain
 from training import dfq
-from training.cli import add_quantize_parser, cmd_quantize
+from training.cli import add_quantize_parser
+from training.commands import cmd_quantize
 from training.export import onnx_logits
 from training.mobilenet import MobileNetV2
 from training.quantize import (

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from tests.training.dfq_models import tiny_arch, tiny_plain
-from training.cli import add_results_parser, add_study_parser, cmd_results, cmd_study
+from training.cli import add_results_parser, add_study_parser
+from training.commands import cmd_results, cmd_study
 from training.study import VARIANT_BY_NAME, parse_variants
 
 
