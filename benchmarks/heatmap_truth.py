@@ -38,21 +38,6 @@ def say(text: str) -> None:
     print(text)  # noqa: T201
 
 
-def auc(labels: NDArray[np.int64], scores: NDArray[np.float64]) -> float:
-    """Mann-Whitney AUC (ties count half)."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    order = np.argsort(np.concatenate([neg, pos]), kind="mergesort")
-    ranks = np.empty(len(order))
-    values = np.concatenate([neg, pos])[order]
-    # average ranks over ties
-    _, first, counts = np.unique(values, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[len(neg) :].sum() - len(pos) * (len(pos) - 1) / 2) / (len(pos) * len(neg)))
-
-
 def tile_labels(
     tiles: NDArray[np.float64], truth: dict[str, object]
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
@@ -87,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.model import Model
     from scripts.pcam_patches import PCAM_ZIP, PatchArchive
+    from training.metrics import auc
 
     truth = json.loads(args.truth.read_text(encoding="utf-8"))
     with (args.result / "tiles.csv").open(encoding="utf-8") as f:
