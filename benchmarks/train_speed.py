@@ -2,7 +2,7 @@
 optimiser, as patches/s.
 
     python benchmarks/train_speed.py [--threads 1] [--batch 64] [--steps 6] [--group 8] [--width 0.5]
-        [--antialias] [--recipe plain|robust] [--data ZIP] [--cache-dir DIR]
+        [--antialias] [--recipe plain|robust] [--bf16] [--data ZIP] [--cache-dir DIR]
 
 Real PCam patches are prepared exactly as ``python -m training train`` prepares them (the recipe's
 augmentation included); the model steps on them with AdamW. Each phase is timed separately over
@@ -15,6 +15,7 @@ their sum).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -51,7 +52,8 @@ def measure(
         x = make_batch(images[idx], arch.input_size, mean, std, rng, aug)
         y = torch.from_numpy(labels[idx])
         t1 = time.perf_counter()
-        loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -80,6 +82,7 @@ def main() -> int:
     p.add_argument("--width", type=float, default=0.5)
     p.add_argument("--antialias", action="store_true")
     p.add_argument("--recipe", choices=["plain", "robust"], default="plain")
+    p.add_argument("--bf16", action="store_true", help="also measure under bfloat16 autocast (train --bf16)")
     p.add_argument("--data", default="../shared/data/pcam/pcam_train_valid.zip")
     p.add_argument("--cache-dir", default="runs/cache")
     args = p.parse_args()
@@ -98,12 +101,13 @@ def main() -> int:
     out.write("{:<22}{:>9}{:>9}{:>9}{:>8}{:>8}{:>8}{:>8}\n".format(*header))
     for name in ("conventional", "equivariant"):
         arch = ArchConfig(arch=name, group_order=args.group, width=args.width, antialias=args.antialias)
-        r = measure(arch, images, labels, cfg, args.steps)
-        label = f"{name} {arch.group_name}"
-        out.write(
-            f"{label:<22}{r['prepare']:>9.0f}{r['forward']:>9.0f}{r['backward']:>9.0f}"
-            f"{r['optimiser']:>8.0f}{r['step']:>8.1f}{r['serial']:>8.1f}{r['overlapped']:>8.1f}\n"
-        )
+        for bf16 in (False, True) if args.bf16 else (False,):
+            r = measure(arch, images, labels, dataclasses.replace(cfg, bf16=bf16), args.steps)
+            label = f"{name} {arch.group_name}" + (" bf16" if bf16 else "")
+            out.write(
+                f"{label:<22}{r['prepare']:>9.0f}{r['forward']:>9.0f}{r['backward']:>9.0f}"
+                f"{r['optimiser']:>8.0f}{r['step']:>8.1f}{r['serial']:>8.1f}{r['overlapped']:>8.1f}\n"
+            )
     return 0
 
 

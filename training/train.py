@@ -61,6 +61,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     ema_decay: float | None = None
     seam_p: float = 0.0  # same-label 4-patch composites (augment.seam_composites)
+    bf16: bool = False  # forward pass and loss under bfloat16 autocast (weights and optimiser fp32)
     train_eval_size: int = 1000
     split_seed: int = VALID_SPLIT_SEED
     eval_batch: int = 256
@@ -283,8 +284,9 @@ def train(
                 if step + 1 < steps_per_epoch:
                     pending = prep.submit(batch, step + 1)
                 x, y = x.to(device), y.to(device)
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()

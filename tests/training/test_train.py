@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -156,7 +157,17 @@ def test_resume_matches_an_uninterrupted_run(pcam_h5: Path, tmp_path: Path, robu
 def test_cli_resume_continues_with_the_saved_recipe(pcam_h5: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     common = ["--data", str(pcam_h5), "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
-    first = ["train", "--arch", "conventional", *TINY_HALF_RUN, "--recipe", "robust", "--hed", "0.02"]
+    first = [
+        "train",
+        "--arch",
+        "conventional",
+        *TINY_HALF_RUN,
+        "--recipe",
+        "robust",
+        "--hed",
+        "0.02",
+        "--bf16",
+    ]
     assert main(first + common) == 0
     moved = tmp_path / "moved"  # a run folder may be moved between sessions: it resumes there
     shutil.copytree(out, moved)
@@ -166,6 +177,10 @@ def test_cli_resume_continues_with_the_saved_recipe(pcam_h5: Path, tmp_path: Pat
     last = torch.load(moved / "last.pt", weights_only=False)
     assert last["state"]["epoch"] == 2 and last["train_config"]["epochs"] == 2
     assert last["train_config"]["hed"] == 0.02 and last["train_config"]["shift"] is True
+    assert last["train_config"]["bf16"] is True  # bfloat16 autocast resumes too, and learns
+    assert all(
+        math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"]) for r in last["state"]["history"]
+    )
     assert last["arch"]["antialias"] is True
 
 
