@@ -83,6 +83,7 @@ class Features:
     smooth5: float
     stats: RegionStats  # regions at TILE_THRESHOLD, 3x3 smoothing
     stats_hi: RegionStats  # regions at 0.9
+    analysed: int  # tiles with a probability
 
 
 def features(grid: Grid) -> Features:
@@ -94,6 +95,7 @@ def features(grid: Grid) -> Features:
         smooth5=float(np.nanmax(s5)),
         stats=region_stats(grid, TILE_THRESHOLD, 3),
         stats_hi=region_stats(grid, 0.9, 3),
+        analysed=int(np.isfinite(grid).sum()),
     )
 
 
@@ -106,7 +108,15 @@ def _largest(stats: RegionStats) -> float:
     return float(stats.cells.max()) if len(stats.cells) else 0.0
 
 
-CANDIDATES: dict[str, Callable[[Features, NDArray[np.float64] | None], float]] = {
+@dataclass(frozen=True)
+class Fits:
+    """The aggregators fitted on the selection slides."""
+
+    logistic: NDArray[np.float64]  # intercept, log cells, mean prob, smoothed max
+    sized: NDArray[np.float64]  # the same + log(tiles analysed)
+
+
+CANDIDATES: dict[str, Callable[[Features, Fits], float]] = {
     "top10_mean (current)": lambda f, w: f.top10,
     "smoothed_max 3x3": lambda f, w: f.smooth3,
     "smoothed_max 5x5": lambda f, w: f.smooth5,
@@ -115,17 +125,22 @@ CANDIDATES: dict[str, Callable[[Features, NDArray[np.float64] | None], float]] =
     "region_mass p>=0.5 (cells x mean)": lambda f, w: float(
         (f.stats.cells * f.stats.mean_prob).max() if len(f.stats.cells) else 0.0
     ),
-    "region_logistic (fitted on selection)": lambda f, w: _logistic_slide(f.stats, w),
+    "region_logistic (fitted on selection)": lambda f, w: _logistic_slide(f.stats, w.logistic),
+    "region_logistic + log(tiles) (fitted)": lambda f, w: _sized_slide(f, w.sized),
 }
 
 
-def _logistic_slide(stats: RegionStats, w: NDArray[np.float64] | None) -> float:
-    if w is None:
-        return float("nan")
+def _logistic_slide(stats: RegionStats, w: NDArray[np.float64]) -> float:
     if len(stats.cells) == 0:
         empty = RegionStats(np.ones(1, np.int64), np.zeros(1), np.zeros(1), stats.labels)
         return float(logistic_region_scores(empty, tuple(w))[0])
     return float(logistic_region_scores(stats, tuple(w)).max())
+
+
+def _sized_slide(f: Features, w: NDArray[np.float64]) -> float:
+    """The logistic score with a slide-size term: a larger slide must show a stronger region."""
+    z = _logit(_logistic_slide(f.stats, w[:4])) + w[4] * math.log(max(f.analysed, 1))
+    return _sigmoid(z)
 
 
 def heaviest(stats: RegionStats) -> int:
@@ -135,12 +150,15 @@ def heaviest(stats: RegionStats) -> int:
     return int(np.argmax(stats.cells * stats.mean_prob))
 
 
-def fit_aggregator(slides: Sequence[GridSlide], feats: Sequence[Features]) -> NDArray[np.float64]:
+def fit_aggregator(
+    slides: Sequence[GridSlide], feats: Sequence[Features], sized: bool = False
+) -> NDArray[np.float64]:
     """Slide-level logistic regression on the heaviest region's features.
 
     Negatives against metastases of 0.2 mm or more (isolated tumour cells are left out of the
     fit), the two classes weighted equally. In the engine each region is scored with these
-    weights and the slide takes the best region's score.
+    weights and the slide takes the best region's score. ``sized`` adds log(tiles analysed) as
+    a fifth input (a candidate, measured only).
     """
     xs: list[NDArray[np.float64]] = []
     ys: list[float] = []
@@ -148,7 +166,8 @@ def fit_aggregator(slides: Sequence[GridSlide], feats: Sequence[Features]) -> ND
         if s.size_class == "itc":
             continue
         k = heaviest(f.stats)
-        xs.append(region_x(f.stats)[k] if k >= 0 else np.zeros(3))
+        x = region_x(f.stats)[k] if k >= 0 else np.zeros(3)
+        xs.append(np.append(x, math.log(max(f.analysed, 1))) if sized else x)
         ys.append(0.0 if s.size_class == "negative" else 1.0)
     x = np.stack(xs)
     y = np.asarray(ys)
@@ -309,9 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     feats = {name: [features(s.probs) for s in slides] for name, slides in sets.items()}
     say(f"# GRID slides built and featurised in {time.perf_counter() - t0:.0f} s")
     weights = fit_aggregator(sets["selection"], feats["selection"])
+    fits = Fits(weights, fit_aggregator(sets["selection"], feats["selection"], sized=True))
     say(
         "# region_logistic weights (intercept, log cells, mean prob, smoothed max): "
-        f"{np.round(weights, 3).tolist()}"
+        f"{np.round(weights, 3).tolist()}; + log(tiles): {np.round(fits.sized, 3).tolist()}"
     )
 
     policy = Model.load(args.model, threads=1).contract.triage
@@ -356,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         numbers[name] = {}
         for cname, fn in CANDIDATES.items():
-            scores = np.array([fn(f, weights) for f in feats[name]])
+            scores = np.array([fn(f, fits) for f in feats[name]])
             numbers[name][cname] = scores.tolist()
             say(report_candidate(cname, slides, scores))
         scores = shipped_scores(feats[name], policy)

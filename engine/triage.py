@@ -4,8 +4,10 @@ Metastases are contiguous and a tile model's false positives are mostly scattere
 slide score is built from *regions* (4-connected cells at or above the tile threshold), not
 from the highest tiles anywhere: each region gets a score from a few features (its size, its
 mean probability, the highest 3x3-smoothed probability inside it) and the slide score is the
-best region's. A slide with more tissue has more scattered false positives but not larger
-clusters of them, so the score does not climb with slide size the way a top-k mean does.
+best region's. A slide with more tissue has more scattered false positives, which a top-k mean
+sums up; the best region only gains from the rare chance cluster among them, so the score
+climbs with slide size far more slowly, but it still climbs (``benchmarks/slide_triage.py``
+reports the categories per slide size).
 
 Score methods (``TriagePolicy.score_method``):
 
