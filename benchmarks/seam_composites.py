@@ -1,10 +1,17 @@
 """Does a model fire on seams? Normal PCam patches against 4-patch composites of normal patches.
 
-A tile grid that does not line up with a mosaic slide's cells (``tests/engine/
-test_triage_slides.py`` shifts it by half a tile) cuts every tile from four PCam patches, with
-sharp seams between them that no real slide has. This prints, for each model, the fraction of
-normal ``valid`` patches at 0.5 or more, and the same for composites of the four facing quarters
-of four random normal patches (what a half-tile-shifted tile of a negative mosaic holds).
+A tile grid that does not line up with a mosaic slide's cells (a grid shifted by half a tile)
+cuts every tile from four PCam patches, with sharp seams between them that no real slide has.
+This prints, for each model, the fraction at 0.5 or more of
+
+- normal ``valid`` patches (95 px crops);
+- *corner* composites: the facing corners of four random normal patches, what a
+  half-tile-shifted tile of a negative mosaic holds (``training.augment.seam_composites``, the
+  cut ``--seam-p`` trains on). PCam labels only a patch's central 32 px, so a normal patch's
+  corners may hold tumour;
+- *centre* composites, the control: the central 48 px of four normal patches (their labelled
+  centre and 8 px around it) with the same seams. If these fire as often as the corner
+  composites, the seams make the false positives, not what the corners hold.
 
 Run from the repository root:
   python benchmarks/seam_composites.py assets/model.onnx OTHER.onnx
@@ -24,6 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.triage_slides import read_valid  # noqa: E402
+from training.augment import seam_composites  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "pcam"
 
@@ -33,16 +41,17 @@ def say(text: str) -> None:
     print(text)  # noqa: T201
 
 
-def composites(patches: NDArray[np.uint8], n: int, rng: np.random.Generator) -> NDArray[np.uint8]:
-    """``n`` tiles whose quarters are the facing corners of four random ``patches`` (95 px)."""
+def centre_composites(patches: NDArray[np.uint8], n: int, rng: np.random.Generator) -> NDArray[np.uint8]:
+    """``n`` tiles whose quarters are the central 48 px of four random ``patches`` (95 px tiles)."""
     side = patches.shape[1]
     h = side // 2
+    c0 = (side - 48) // 2
     out = np.empty((n, side, side, 3), np.uint8)
     for i in range(n):
-        a, b, c, d = patches[rng.choice(len(patches), 4)]
-        out[i, :h, :h] = a[side - h :, side - h :]
-        out[i, :h, h:] = b[side - h :, : side - h]
-        out[i, h:, :h] = c[: side - h, side - h :]
+        a, b, c, d = (p[c0 : c0 + 48, c0 : c0 + 48] for p in patches[rng.choice(len(patches), 4)])
+        out[i, :h, :h] = a[48 - h :, 48 - h :]
+        out[i, :h, h:] = b[48 - h :, : side - h]
+        out[i, h:, :h] = c[: side - h, 48 - h :]
         out[i, h:, h:] = d[: side - h, : side - h]
     return out
 
@@ -59,14 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     normal = images[labels == 0][:, :95, :95]
     single = normal[rng.choice(len(normal), args.n)]
-    mixed = composites(normal, args.n, rng)
-    say(f"# {args.n} normal valid patches and {args.n} 4-patch composites of normal patches")
+    zeros = np.zeros(len(normal), np.int64)
+    corners = seam_composites(normal[: args.n], zeros[: args.n], normal, zeros, 1.0, rng)
+    centres = centre_composites(normal, args.n, rng)
+    say(f"# {args.n} each of: normal valid patches, corner composites, centre composites; at p >= 0.5")
     for path in args.models:
         model = Model.load(path, threads=2)
-        ps, pc = model.predict(single), model.predict(mixed)
+        rates = [float(np.mean(model.predict(x) >= 0.5)) for x in (single, corners, centres)]
         say(
-            f"{model.contract.model_version:45s} normal >= 0.5: {np.mean(ps >= 0.5):.3f} "
-            f"(mean p {ps.mean():.3f})   composites >= 0.5: {np.mean(pc >= 0.5):.3f} (mean p {pc.mean():.3f})"
+            f"{model.contract.model_version:45s} normal {rates[0]:.3f}   corner composites {rates[1]:.3f}"
+            f"   centre composites {rates[2]:.3f}"
         )
     return 0
 

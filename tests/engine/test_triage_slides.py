@@ -1,4 +1,14 @@
-"""The grid origin does not change the answer: real mosaic slides, OpenSlide, the shipped model."""
+"""The grid origin does not change the answer: real slides, a mosaic slide, OpenSlide, the shipped model.
+
+Real tissue is where the grid origin matters, so the real slides of the shared data (no lymph
+node among them, but real H&E without seams) are analysed with the tile grid moved by half a
+tile across, down, and both. A mosaic built from PCam patches is the one slide here with a
+known metastasis; its category must hold too. A *negative* mosaic is not used: a shifted grid
+cuts each of its tiles from four PCam patches with sharp seams no real slide has, and the
+models fire on those seams (``benchmarks/seam_composites.py``: composites of the labelled
+centres of normal patches come out positive about twice as often as single normal patches),
+so there it would measure the mosaic, not the product.
+"""
 
 from __future__ import annotations
 
@@ -46,12 +56,20 @@ def build_mosaic(data: Path, out: Path, n_tissue: int, n_tumour: int, seed: int)
     return out
 
 
-def verdicts(path: Path, model: Model) -> tuple[SlideVerdict, SlideVerdict]:
-    with open_slide(path) as slide:
-        plain = analyse_slide(slide, model).verdict
-        half = round(95 / 2)  # half a tile: the mosaic is at the model's 0.972 µm/px
-        shifted = analyse_slide(ShiftedSlide(slide, half, half), model).verdict
-    return plain, shifted
+def half_tile_l0(slide: Slide, model: Model) -> int:
+    """Half a model tile in level-0 pixels of ``slide``."""
+    assert slide.mpp is not None
+    return round(model.contract.input_size * model.contract.mpp / slide.mpp / 2)
+
+
+def shifted_verdicts(slide: Slide, model: Model) -> list[tuple[tuple[int, int], SlideVerdict]]:
+    """The verdict with the grid where it is, and moved by half a tile across, down and both."""
+    h = half_tile_l0(slide, model)
+    out = []
+    for dx, dy in ((0, 0), (h, 0), (0, h), (h, h)):
+        view = ShiftedSlide(slide, dx, dy) if dx or dy else slide
+        out.append(((dx, dy), analyse_slide(view, model).verdict))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -59,31 +77,30 @@ def shipped() -> Model:
     return Model.load(None, threads=1)
 
 
-# The negative is not required to come out low: a 400-tile mosaic can hold a chance cluster of
-# false positives (the benchmark measures how often); the test is that the grid origin does not
-# decide its category.
-
-
 @pytest.mark.parametrize(
-    ("name", "n_tissue", "n_tumour", "seed", "expected"),
+    ("name", "mpp"),
     [
-        ("negative", 400, 0, 5, None),
-        ("metastasis", 400, 40, 6, "high suspicion"),
+        ("CMU-1-Small-Region.svs", None),  # Aperio, 0.499 µm/px in the file
+        ("tcga-cr-7395-01a-01-ts1.svs", 0.5),  # records no resolution: read as 20x
+        ("tcga-cr-7395-01a-01-ts1.svs", 0.25),  # ... and as 40x (other tiles, other content)
     ],
 )
-def test_half_a_tile_shift_keeps_the_category(
-    shared_data: Path,
-    shipped: Model,
-    tmp_path: Path,
-    name: str,
-    n_tissue: int,
-    n_tumour: int,
-    seed: int,
-    expected: str | None,
+def test_half_a_tile_shift_keeps_the_category_on_real_slides(
+    shared_data: Path, shipped: Model, name: str, mpp: float | None
 ) -> None:
-    path = build_mosaic(shared_data, tmp_path / f"{name}.tiff", n_tissue, n_tumour, seed)
-    plain, shifted = verdicts(path, shipped)
-    assert plain.tiles_analysed > 0.5 * n_tissue and shifted.tiles_analysed > 0.5 * n_tissue
-    if expected is not None:
-        assert plain.category == expected, plain
-    assert shifted.category == plain.category, (plain, shifted)
+    with open_slide(shared_data / "slides" / name, mpp=mpp) as slide:
+        results = shifted_verdicts(slide, shipped)
+    (_, plain), *moved = results
+    assert plain.tiles_analysed >= 50, plain
+    for shift, verdict in moved:
+        assert verdict.tiles_analysed >= 0.8 * plain.tiles_analysed, (shift, verdict)
+        assert verdict.category == plain.category, (shift, plain, verdict)
+
+
+def test_half_a_tile_shift_keeps_a_metastasis_high(shared_data: Path, shipped: Model, tmp_path: Path) -> None:
+    path = build_mosaic(shared_data, tmp_path / "metastasis.tiff", 400, 40, 6)
+    with open_slide(path) as slide:
+        results = shifted_verdicts(slide, shipped)
+    for shift, verdict in results:
+        assert verdict.tiles_analysed > 200, (shift, verdict)
+        assert verdict.category == "high suspicion", (shift, verdict)
