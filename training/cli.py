@@ -48,6 +48,9 @@ def _add_arch(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--blur-kernel", type=int, choices=(3, 5, 7), default=3, help="binomial size of that blur (default 3)"
     )
+    p.add_argument(
+        "--expansion", type=int, default=6, help="inverted-residual expansion ratio (default 6, MobileNetV2)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -223,6 +226,7 @@ def _arch(args: argparse.Namespace) -> object:
         scale_last=args.scale_last,
         antialias=args.antialias,
         blur_kernel=args.blur_kernel,
+        expansion=args.expansion,
     )
 
 
@@ -326,7 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "summary":
         from training.complexity import log_summary
+        from training.config import ArchConfig
 
-        log_summary(args.width, args.strides, args.group, args.scale_last)
+        summary_arch = _arch(args)
+        assert isinstance(summary_arch, ArchConfig)
+        log_summary(summary_arch)
         return 0
     return 2

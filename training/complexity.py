@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -85,18 +86,19 @@ def summarise(cfg: ArchConfig) -> dict[str, Any]:
     }
 
 
-def log_summary(width: float, strides: tuple[bool, ...], group: int, scale_last: bool) -> None:
-    """Log parameters and MACs of the conventional and equivariant nets at one configuration."""
+def log_summary(cfg: ArchConfig) -> None:
+    """Log parameters and MACs of the conventional and equivariant nets at ``cfg``'s plan."""
     for arch in ("conventional", "equivariant"):
-        cfg = ArchConfig(arch=arch, group_order=group, width=width, strides=strides, scale_last=scale_last)
-        s = summarise(cfg)
+        s = summarise(dataclasses.replace(cfg, arch=arch))
         log.info(
-            "%-12s %-4s width %.2f strides %s: %9d trainable params (%9d exported, "
+            "%-12s %-4s width %.2f expansion %d strides %s%s: %9d trainable params (%9d exported, "
             "depthwise %7d), %.2f M MACs/patch",
             s["arch"],
             s["group"],
             s["width"],
+            cfg.expansion,
             s["strides"],
+            f" anti-aliased (blur {cfg.blur_kernel})" if cfg.antialias else "",
             s["params"],
             s["params_exported"],
             s["depthwise_params"],

@@ -76,6 +76,7 @@ class ArchConfig:
     dropout: float = 0.2
     antialias: bool = False
     blur_kernel: int = BLUR_KERNEL  # binomial low-pass size of the anti-aliasing (3, 5 or 7)
+    expansion: int = 6  # hidden/input channels of the inverted residuals (MobileNetV2: 6)
 
     def __post_init__(self) -> None:
         if self.arch not in ("conventional", "equivariant"):
@@ -88,6 +89,8 @@ class ArchConfig:
             raise ValueError(f"width must be positive, got {self.width}")
         if self.blur_kernel not in (3, 5, 7):
             raise ValueError(f"blur kernel must be 3, 5 or 7, got {self.blur_kernel}")
+        if self.expansion < 1:
+            raise ValueError(f"expansion must be >= 1, got {self.expansion}")
 
     @property
     def divisor(self) -> int:
@@ -119,7 +122,7 @@ class ArchConfig:
         """Inverse of :meth:`to_dict`."""
         data = dict(data)
         data["strides"] = tuple(bool(s) for s in data["strides"])
-        return cls(**data)  # older checkpoints get the defaults of newer fields (no anti-aliasing, blur 3)
+        return cls(**data)  # older checkpoints get the defaults of newer fields (no blur, blur 3, t = 6)
 
     def strides_text(self) -> str:
         """The stride flags as a bit string, e.g. ``11100``."""
@@ -208,7 +211,7 @@ def build_plan(cfg: ArchConfig) -> Plan:
         cout = make_divisible(c * cfg.width, d)
         for i in range(n):
             stride = (2 if next(strides) else 1) if (i == 0 and s == 2) else 1
-            hidden = cin * t
+            hidden = cin * (cfg.expansion if t != 1 else 1)
             units: list[ConvSpec] = []
             if t != 1:
                 units.append(_conv(cin, hidden, 1, 1, size, dw=False, relu=True))

@@ -68,3 +68,19 @@ def test_config_round_trip() -> None:
     cfg = ArchConfig(arch="conventional", width=0.75, strides=(True, False, True, False, True))
     assert ArchConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.strides_text() == "10101"
+
+
+def test_expansion_sets_the_hidden_channels_of_the_inverted_residuals() -> None:
+    plans = {t: build_plan(ArchConfig(group_order=4, width=0.75, expansion=t)) for t in (2, 6)}
+    for t, plan in plans.items():
+        first, *rest = plan.blocks
+        assert len(first.units) == 2  # t = 1 in MobileNetV2's first block: no expansion conv
+        for block in rest:
+            expand, depthwise, project = block.units
+            assert expand.out_channels == depthwise.out_channels == t * expand.in_channels
+            assert project.in_channels == depthwise.out_channels
+    with pytest.raises(ValueError):
+        ArchConfig(expansion=0)
+    old = ArchConfig().to_dict()
+    del old["expansion"]  # a checkpoint from before the option gets MobileNetV2's ratio
+    assert ArchConfig.from_dict(old).expansion == 6

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -191,3 +193,14 @@ def test_features_are_what_the_classifier_reads(small_pcam: dict[str, Patches]) 
         assert features.shape == (len(x), model.classifier.in_features)
         torch.testing.assert_close(model.classifier(features), logits)
         torch.testing.assert_close(model(x), logits)
+
+
+def test_a_lower_expansion_keeps_rot90_invariance_through_export(small_pcam: dict[str, Patches]) -> None:
+    torch.manual_seed(0)
+    cfg = ArchConfig(group_order=4, width=0.25, strides=FAST_STRIDES, antialias=True, expansion=2)
+    model = EquivariantMobileNetV2(cfg)
+    _loud_classifier(model)
+    x, _ = _batch(small_pcam)
+    assert _rot_gap(model, x) < 1e-5
+    assert _rot_gap(to_plain(model), x) < 1e-5
+    assert plan_macs(build_plan(cfg), 2, 4) < plan_macs(build_plan(replace(cfg, expansion=6)), 2, 4)
