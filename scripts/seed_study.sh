@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The data-efficiency seed study (docs/results.md): train, quantize and evaluate each listed run in
-# turn, one thread, bfloat16 autocast, the robust anti-aliased recipe at width 0.5. Re-runnable:
+# turn, one thread, bfloat16 autocast, the robust anti-aliased recipe at width 0.5 unless a run's
+# arguments say otherwise. Re-runnable:
 # a run resumes from its folder, and a run with eval/metrics.json is skipped.
 #
 #   bash scripts/seed_study.sh SIZE EPOCHS NAME:"TRAIN ARGS" [NAME:"TRAIN ARGS" ...]
@@ -22,7 +23,8 @@ for spec in "$@"; do
   read -r -a args <<< "${spec#*:}"
   out=$RUNS/$name
   [ -f "$out/eval/metrics.json" ] && continue
-  $PY -m training train "${args[@]}" --width 0.5 --antialias --recipe robust --weight-decay 0.05 \
+  # the study's defaults first: a run's own arguments (e.g. --width 0.75 --expansion 2) win
+  $PY -m training train --width 0.5 --antialias --recipe robust --weight-decay 0.05 "${args[@]}" \
     --train-size "$SIZE" --epochs "$EPOCHS" --threads 1 --bf16 --out "$out" --resume "${D[@]}"
   $PY -m training quantize "$out/best.pt" --bias-correction --out "$out/int8.onnx" "${D[@]}"
   $PY -m training evaluate "$out/int8.onnx" "${D[@]}" --curve-patches 0 --n-boot 200 --out-dir "$out/eval"
