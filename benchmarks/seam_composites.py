@@ -31,7 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.triage_slides import read_valid  # noqa: E402
-from training.augment import seam_composites  # noqa: E402
+from training.augment import facing_corners, seam_composites  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "pcam"
 
@@ -44,15 +44,11 @@ def say(text: str) -> None:
 def centre_composites(patches: NDArray[np.uint8], n: int, rng: np.random.Generator) -> NDArray[np.uint8]:
     """``n`` tiles whose quarters are the central 48 px of four random ``patches`` (95 px tiles)."""
     side = patches.shape[1]
-    h = side // 2
     c0 = (side - 48) // 2
     out = np.empty((n, side, side, 3), np.uint8)
     for i in range(n):
         a, b, c, d = (p[c0 : c0 + 48, c0 : c0 + 48] for p in patches[rng.choice(len(patches), 4)])
-        out[i, :h, :h] = a[48 - h :, 48 - h :]
-        out[i, :h, h:] = b[48 - h :, : side - h]
-        out[i, h:, :h] = c[: side - h, 48 - h :]
-        out[i, h:, h:] = d[: side - h, : side - h]
+        out[i] = facing_corners(a, b, c, d, size=(side, side))
     return out
 
 

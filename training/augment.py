@@ -109,15 +109,30 @@ def seam_composites(
     if p <= 0:
         return images
     out = images.copy()
-    _, h, w, _ = images.shape
-    hy, hx = h // 2, w // 2
     for i in np.flatnonzero(rng.random(len(images)) < p):
         pool = np.flatnonzero(pool_labels == labels[i])
         a, b, c, d = pool_images[rng.choice(pool, 4)]
-        out[i, :hy, :hx] = a[h - hy :, w - hx :]
-        out[i, :hy, hx:] = b[h - hy :, : w - hx]
-        out[i, hy:, :hx] = c[: h - hy, w - hx :]
-        out[i, hy:, hx:] = d[: h - hy, : w - hx]
+        out[i] = facing_corners(a, b, c, d, size=(images.shape[1], images.shape[2]))
+    return out
+
+
+def facing_corners(
+    a: NDArray[np.uint8],
+    b: NDArray[np.uint8],
+    c: NDArray[np.uint8],
+    d: NDArray[np.uint8],
+    size: tuple[int, int],
+) -> NDArray[np.uint8]:
+    """A ``size`` tile cut across four patches laid out 2 x 2: top-left gets ``a``'s bottom-right
+    corner, top-right ``b``'s bottom-left, bottom-left ``c``'s top-right, bottom-right ``d``'s
+    top-left (each patch at least half the tile on a side)."""
+    h, w = size
+    hy, hx = h // 2, w // 2
+    out = np.empty((h, w, a.shape[2]), a.dtype)
+    out[:hy, :hx] = a[a.shape[0] - hy :, a.shape[1] - hx :]
+    out[:hy, hx:] = b[b.shape[0] - hy :, : w - hx]
+    out[hy:, :hx] = c[: h - hy, c.shape[1] - hx :]
+    out[hy:, hx:] = d[: h - hy, : w - hx]
     return out
 
 
