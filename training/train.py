@@ -274,7 +274,7 @@ def train(
                 images, labels = splits.train.images, splits.train.labels
                 raw = augment.seam_composites(images[idx], labels[idx], images, labels, cfg.seam_p, rng)
                 x = make_batch(raw, arch.input_size, splits.mean, splits.std, rng, aug)
-                return x, torch.from_numpy(splits.train.labels[idx])
+                return x, torch.from_numpy(labels[idx])
 
             t0 = time.time()
             loss_sum, correct, seen = 0.0, 0, 0
