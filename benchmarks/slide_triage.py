@@ -60,7 +60,9 @@ from engine.triage import (  # noqa: E402
     MASS_HALF,
     RegionStats,
     fit_logistic,
+    logistic_region_logits,
     logistic_region_scores,
+    or_empty_region,
     region_stats,
     smoothed,
     top_k_mean,
@@ -131,16 +133,13 @@ CANDIDATES: dict[str, Callable[[Features, Fits], float]] = {
 
 
 def _logistic_slide(stats: RegionStats, w: NDArray[np.float64]) -> float:
-    if len(stats.cells) == 0:
-        empty = RegionStats(np.ones(1, np.int64), np.zeros(1), np.zeros(1), stats.labels)
-        return float(logistic_region_scores(empty, tuple(w))[0])
-    return float(logistic_region_scores(stats, tuple(w)).max())
+    return float(logistic_region_scores(or_empty_region(stats), tuple(w)).max())
 
 
 def _sized_slide(f: Features, w: NDArray[np.float64]) -> float:
     """The logistic score with a slide-size term: a larger slide must show a stronger region."""
-    z = _logit(_logistic_slide(f.stats, w[:4])) + w[4] * math.log(max(f.analysed, 1))
-    return _sigmoid(z)
+    z = float(logistic_region_logits(or_empty_region(f.stats), tuple(w[:4])).max())
+    return _sigmoid(z + w[4] * math.log(max(f.analysed, 1)))
 
 
 def heaviest(stats: RegionStats) -> int:

@@ -131,11 +131,26 @@ def region_stats(grid: FloatGrid, threshold: float, window: int) -> RegionStats:
     return RegionStats(cells=cells, mean_prob=mean, smooth_max=smooth_max, labels=labels)
 
 
-def logistic_region_scores(stats: RegionStats, weights: tuple[float, ...]) -> NDArray[np.float64]:
-    """``sigmoid(w0 + w1 log(cells) + w2 mean_prob + w3 smooth_max)`` per region."""
+def or_empty_region(stats: RegionStats) -> RegionStats:
+    """``stats``, or for a grid without regions one empty region (one cell of probability 0), so
+    that a fitted score still gives such a slide its floor."""
+    if len(stats.cells):
+        return stats
+    return RegionStats(np.ones(1, np.int64), np.zeros(1), np.zeros(1), stats.labels)
+
+
+def logistic_region_logits(stats: RegionStats, weights: tuple[float, ...]) -> NDArray[np.float64]:
+    """``w0 + w1 log(cells) + w2 mean_prob + w3 smooth_max`` per region (the log-odds)."""
     w0, w1, w2, w3 = _four(weights)
-    z = w0 + w1 * np.log(np.maximum(stats.cells, 1)) + w2 * stats.mean_prob + w3 * stats.smooth_max
-    out: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-z))
+    z: NDArray[np.float64] = (
+        w0 + w1 * np.log(np.maximum(stats.cells, 1)) + w2 * stats.mean_prob + w3 * stats.smooth_max
+    )
+    return z
+
+
+def logistic_region_scores(stats: RegionStats, weights: tuple[float, ...]) -> NDArray[np.float64]:
+    """``sigmoid`` of :func:`logistic_region_logits` per region."""
+    out: NDArray[np.float64] = 1.0 / (1.0 + np.exp(-logistic_region_logits(stats, weights)))
     return out
 
 
@@ -181,8 +196,7 @@ def _score_and_regions(
     if len(scores):
         return float(scores.max()), stats, scores
     # No region at all: the score of an empty region (one cell of probability 0).
-    empty = RegionStats(np.ones(1, np.int64), np.zeros(1), np.zeros(1), stats.labels)
-    floor = float(region_scores(empty, policy)[0]) if method == "region_logistic" else 0.0
+    floor = float(region_scores(or_empty_region(stats), policy)[0]) if method == "region_logistic" else 0.0
     return floor, stats, scores
 
 
