@@ -136,6 +136,31 @@ def facing_corners(
     return out
 
 
+def shifted_pair(
+    views: NDArray[np.uint8], size_px: int, rng: np.random.Generator
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """Two ``size_px`` crops of each view, one pixel apart (across, down or diagonally).
+
+    The first crop sits at a uniformly drawn integral position, the second at a uniformly drawn
+    neighbouring one: what the model sees when the tile grid moves by a pixel. Views must be
+    larger than ``size_px`` on both sides.
+    """
+    n, h, w, _ = views.shape
+    if h <= size_px or w <= size_px:
+        raise ValueError(f"views of {h} x {w} px leave no room to move a {size_px} px crop")
+    first = np.empty((n, size_px, size_px, views.shape[3]), views.dtype)
+    second = np.empty_like(first)
+    moves = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+    for i in range(n):
+        y0, x0 = int(rng.integers(0, h - size_px + 1)), int(rng.integers(0, w - size_px + 1))
+        legal = [(y0 + dy, x0 + dx) for dy, dx in moves]
+        legal = [(y, x) for y, x in legal if 0 <= y <= h - size_px and 0 <= x <= w - size_px]
+        y1, x1 = legal[int(rng.integers(0, len(legal)))]
+        first[i] = views[i, y0 : y0 + size_px, x0 : x0 + size_px]
+        second[i] = views[i, y1 : y1 + size_px, x1 : x1 + size_px]
+    return first, second
+
+
 def resample_view(
     patch: NDArray[np.uint8], size_px: int, centre: tuple[float, float], zoom: float
 ) -> NDArray[np.uint8]:

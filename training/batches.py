@@ -49,3 +49,21 @@ def make_batch(
     else:
         x = (aug or augment.Augment()).apply(np.asarray(images), size_px, rng)
     return torch.from_numpy(normalise(x, mean, std, disc_mask(size_px)))
+
+
+def make_pair_batch(
+    images: NDArray[np.uint8],
+    size_px: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    rng: np.random.Generator,
+    aug: augment.Augment,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two model inputs per patch, augmented alike and one pixel apart (``augment.shifted_pair``):
+    ``aug`` is drawn once per patch on a view one pixel larger than the model's input."""
+    views = aug.apply(np.asarray(images), size_px + 1, rng)
+    mask = disc_mask(size_px)
+    first, second = augment.shifted_pair(views, size_px, rng)
+    return torch.from_numpy(normalise(first, mean, std, mask)), torch.from_numpy(
+        normalise(second, mean, std, mask)
+    )

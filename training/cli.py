@@ -98,6 +98,16 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="forward pass in bfloat16 autocast (faster on CPUs with AVX512-BF16 or AMX, slower without)",
     )
+    t.add_argument(
+        "--consistency",
+        type=float,
+        default=0.0,
+        help="weight of a one-pixel-shift consistency term: each patch is seen twice, one pixel "
+        "apart, and the two answers' Jensen-Shannon divergence is penalised (e.g. 12)",
+    )
+    t.add_argument(
+        "--init", default=None, help="start from this checkpoint's weights (same architecture): fine-tuning"
+    )
     t.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     t.add_argument(
         "--stop-after", type=int, default=None, help="stop after this many epochs in this call (resume later)"
@@ -281,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rotate_deg=args.rotate_deg,
                 max_steps_per_epoch=args.max_steps_per_epoch,
                 bf16=args.bf16,
+                consistency=args.consistency,
+                init=args.init,
                 **recipe,
             )
         train(cfg, arch, resume=args.resume, stop_after=args.stop_after)

@@ -21,8 +21,8 @@ import torch.nn.functional as F  # noqa: N812
 from numpy.typing import NDArray
 from torch import nn
 
-from training import augment
-from training.batches import channel_stats, make_batch
+from training import augment, robustness
+from training.batches import channel_stats, make_batch, make_pair_batch
 from training.config import ArchConfig
 from training.data import Patches, load_patches
 from training.ema import WeightEMA
@@ -33,6 +33,7 @@ from training.splits import VALID_SPLIT_SEED, halve, pixel_groups, stratified_su
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 50  # steps between progress lines
+SHIFT_CHECK_SIZE = 500  # selection patches whose one-pixel-shift stability each epoch reports
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class TrainConfig:
     ema_decay: float | None = None
     seam_p: float = 0.0  # same-label 4-patch composites (augment.seam_composites)
     bf16: bool = False  # forward pass and loss under bfloat16 autocast (weights and optimiser fp32)
+    consistency: float = 0.0  # weight of the one-pixel-shift consistency term (shift_consistency)
+    init: str | None = None  # checkpoint whose weights a new run starts from (fine-tuning)
     train_eval_size: int = 1000
     split_seed: int = VALID_SPLIT_SEED
     eval_batch: int = 256
@@ -144,6 +147,46 @@ def predict(
     return np.concatenate(out)
 
 
+def shift_consistency(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Mean Jensen-Shannon divergence between the class distributions of two views' logits.
+
+    Symmetric, bounded by log 2, zero only when both views get the same answer; the gradient
+    flows through both views (as in AugMix's consistency loss, Hendrycks et al. 2020).
+    """
+    log_p = torch.log_softmax(first.float(), dim=1)
+    log_q = torch.log_softmax(second.float(), dim=1)
+    log_m = torch.logsumexp(torch.stack([log_p, log_q]), dim=0) - math.log(2.0)
+    kl_pm = (log_p.exp() * (log_p - log_m)).sum(dim=1)
+    kl_qm = (log_q.exp() * (log_q - log_m)).sum(dim=1)
+    return 0.5 * (kl_pm + kl_qm).mean()
+
+
+def selection_shift(
+    model: nn.Module, images: NDArray[np.uint8], splits: Splits, size_px: int, batch: int, device: str
+) -> dict[str, float]:
+    """``robustness.shift_stability`` of ``model`` on ``images`` (patches one pixel larger than
+    its input): how much a one-pixel move of the field of view changes the answer."""
+    probs = [
+        predict(model, c, splits.mean, splits.std, size_px, batch, device)[:, 1]
+        for c in robustness.crops(images, size_px)
+    ]
+    return robustness.shift_stability(probs)
+
+
+def init_weights(model: nn.Module, arch: ArchConfig, path: Path) -> None:
+    """Load the weights of the checkpoint at ``path`` (its averaged weights if it is a ``best.pt``),
+    which must hold the same architecture."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    saved = ArchConfig.from_dict(ckpt["arch"])
+    if saved != arch:
+        raise ValueError(
+            f"{path} holds {saved}, not {arch}: start from a checkpoint of the same architecture"
+        )
+    load_weights(model, ckpt["model"])
+    model.train()  # drops e2cnn's expanded eval-mode filters, which cannot be copied (weight EMA)
+    log.info("weights from %s (epoch %s)", path, ckpt.get("epoch", ckpt.get("state", {}).get("epoch")))
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     no_decay: set[int] = set()
     for module in model.modules():
@@ -217,6 +260,9 @@ def train(
         [round(s, 4) for s in splits.std],
     )
     model = build_model(arch).to(device)
+    last_path = out_dir / "last.pt"
+    if cfg.init and not (resume and last_path.is_file()):
+        init_weights(model, arch, Path(cfg.init))
     optimizer = make_optimizer(model, cfg)
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
@@ -226,7 +272,6 @@ def train(
     warmup = max(1, round(cfg.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
     state: dict[str, Any] = {"epoch": 0, "best_loss": math.inf, "best_epoch": -1, "history": []}
-    last_path = out_dir / "last.pt"
     if resume and last_path.is_file():
         ckpt = torch.load(last_path, map_location=device, weights_only=False)
         load_weights(model, ckpt["model"])
@@ -261,6 +306,9 @@ def train(
     train_eval = splits.train.subset(
         stratified_subset(splits.train.labels, cfg.train_eval_size, cfg.seed + 1)
     )
+    shift_check = splits.select.subset(
+        stratified_subset(splits.select.labels, min(SHIFT_CHECK_SIZE, len(splits.select)), cfg.seed + 2)
+    ).images
     end = cfg.epochs if stop_after is None else min(cfg.epochs, state["epoch"] + stop_after)
     # One worker prepares the next batch (decoding, augmentation) while the model trains on this one.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches") as prep:
@@ -273,11 +321,14 @@ def train(
                 idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
                 images, labels = splits.train.images, splits.train.labels
                 raw = augment.seam_composites(images[idx], labels[idx], images, labels, cfg.seam_p, rng)
-                x = make_batch(raw, arch.input_size, splits.mean, splits.std, rng, aug)
-                return x, torch.from_numpy(labels[idx])
+                y = torch.from_numpy(labels[idx])
+                if cfg.consistency > 0:  # each patch twice, one pixel apart: 2 x batch inputs
+                    pair = make_pair_batch(raw, arch.input_size, splits.mean, splits.std, rng, aug)
+                    return torch.cat(pair), torch.cat([y, y])
+                return make_batch(raw, arch.input_size, splits.mean, splits.std, rng, aug), y
 
             t0 = time.time()
-            loss_sum, correct, seen = 0.0, 0, 0
+            loss_sum, consistency_sum, correct, seen = 0.0, 0.0, 0, 0
             pending = prep.submit(batch, 0)
             for step in range(steps_per_epoch):
                 x, y = pending.result()
@@ -287,8 +338,14 @@ def train(
                 with torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.bf16):
                     logits = model(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                objective = loss
+                if cfg.consistency > 0:
+                    first, second = logits.chunk(2)
+                    js = shift_consistency(first, second)
+                    objective = loss + cfg.consistency * js
+                    consistency_sum += float(js.detach()) * len(first)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
+                objective.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 scheduler.step()
                 if ema is not None:
@@ -310,6 +367,7 @@ def train(
             sizes = (arch.input_size, cfg.eval_batch, device)
             prob = predict(judged, splits.select.images, splits.mean, splits.std, *sizes)[:, 1]
             train_prob = predict(judged, train_eval.images, splits.mean, splits.std, *sizes)[:, 1]
+            shift = selection_shift(judged, shift_check, splits, *sizes)
             labels = splits.select.labels
             record = {
                 "epoch": epoch + 1,
@@ -320,6 +378,9 @@ def train(
                 "val_loss": nll(labels, prob),
                 "val_acc": accuracy(labels, prob),
                 "val_auc": auc(labels, prob),
+                "val_shift_mean_abs_dp": shift["shift_mean_abs_dp"],
+                "val_shift_flip_rate": shift["shift_flip_rate"],
+                "train_consistency": 2 * consistency_sum / seen,
                 "patches_per_s": seen / train_time,
                 "lr": scheduler.get_last_lr()[0],
             }
@@ -327,7 +388,7 @@ def train(
             state["epoch"] = epoch + 1
             log.info(
                 "epoch %d/%d train loss %.4f acc %.4f (clean auc %.4f) | val loss %.4f acc %.4f auc %.4f "
-                "| %.1f patches/s",
+                "shift |dp| %.4f flips %.2f%% | %.1f patches/s",
                 epoch + 1,
                 cfg.epochs,
                 record["train_loss"],
@@ -336,6 +397,8 @@ def train(
                 record["val_loss"],
                 record["val_acc"],
                 record["val_auc"],
+                record["val_shift_mean_abs_dp"],
+                100 * record["val_shift_flip_rate"],
                 record["patches_per_s"],
             )
             model.eval()  # e2cnn's advice: state dicts are saved and loaded in eval mode

@@ -18,8 +18,9 @@ from training.augment import (
     resample_view,
     rotate,
     seam_composites,
+    shifted_pair,
 )
-from training.batches import channel_stats, make_batch
+from training.batches import channel_stats, make_batch, make_pair_batch
 from training.data import Patches
 
 
@@ -134,6 +135,46 @@ def test_blur_and_jpeg_degrade_but_keep_the_patch(patches: np.ndarray) -> None:
         return float(np.abs(np.diff(img.astype(int), axis=0)).mean())
 
     assert roughness(blur(p, 1.0)) < roughness(p)
+
+
+def test_shifted_pair_crops_two_neighbouring_positions(small_pcam: dict[str, Patches]) -> None:
+    raw = np.repeat(np.asarray(small_pcam["train"].images[:1]), 64, axis=0)
+    first, second = shifted_pair(raw, 95, np.random.default_rng(2))
+    crops = {(y, x): raw[0, y : y + 95, x : x + 95] for y in (0, 1) for x in (0, 1)}
+
+    def where(crop: np.ndarray) -> tuple[int, int]:
+        (hit,) = [pos for pos, c in crops.items() if np.array_equal(crop, c)]
+        return hit
+
+    moves = {(where(a), where(b)) for a, b in zip(first, second, strict=True)}
+    assert all(a != b for a, b in moves)  # always moved, by one pixel: a 96 px view has no room for more
+    assert {a for a, _ in moves} == set(crops)  # from every position, in every direction it allows
+    assert len(moves) == 12
+
+
+def test_shifted_pair_moves_by_at_most_a_pixel_in_a_larger_view() -> None:
+    views = np.arange(6 * 6, dtype=np.uint8).reshape(1, 6, 6, 1).repeat(200, axis=0)
+    first, second = shifted_pair(views, 3, np.random.default_rng(0))
+    dy = second[:, 0, 0, 0].astype(int) // 6 - first[:, 0, 0, 0].astype(int) // 6
+    dx = second[:, 0, 0, 0].astype(int) % 6 - first[:, 0, 0, 0].astype(int) % 6
+    assert set(zip(dy.tolist(), dx.tolist(), strict=True)) == {
+        (y, x) for y in (-1, 0, 1) for x in (-1, 0, 1) if (y, x) != (0, 0)
+    }
+    with pytest.raises(ValueError, match="no room"):
+        shifted_pair(views, 6, np.random.default_rng(0))
+
+
+def test_pair_batch_is_one_augmentation_seen_one_pixel_apart(small_pcam: dict[str, Patches]) -> None:
+    raw = np.asarray(small_pcam["train"].images[:8])
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    aug = Augment(shift=True, jitter=3.0)  # gains of +-30 %, offsets of +-0.15: a draw shows
+    first, second = make_pair_batch(raw, 95, mean, std, np.random.default_rng(4), aug)
+    assert first.shape == second.shape == (8, 3, 95, 95)
+    assert not np.array_equal(first.numpy(), second.numpy())
+    # the same colour draw reaches both views: their overlap agrees up to the one-pixel move
+    inner = slice(40, 55)
+    a, b = first.numpy()[:, :, inner, inner], second.numpy()[:, :, inner, inner]
+    assert np.abs(a.mean(axis=(2, 3)) - b.mean(axis=(2, 3))).max() < 0.1
 
 
 def test_full_recipe_is_seeded_and_keeps_shape(small_pcam: dict[str, Patches]) -> None:

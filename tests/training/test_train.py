@@ -16,7 +16,7 @@ from engine.model import Model
 from engine.model_card import clinical_card
 from training.cli import main
 from training.config import ArchConfig
-from training.train import ROBUST_RECIPE, TrainConfig, lr_factor, train
+from training.train import ROBUST_RECIPE, TrainConfig, lr_factor, shift_consistency, train
 
 FAST = (True,) * 5
 # An anti-aliased width-0.25 net on 64 patches, planned for 2 epochs and stopped after the first.
@@ -215,6 +215,47 @@ def test_fork_refuses_a_shape_change_that_is_not_a_blur() -> None:
     assert torch.equal(reblur_state(state, fresh)["stem.3.kernel"], fresh["stem.3.kernel"])
     with pytest.raises(ValueError, match="not a blur"):
         reblur_state({**state, "blocks.0.weight": torch.zeros(5, 3)}, fresh)
+
+
+def test_shift_consistency_is_a_symmetric_divergence() -> None:
+    a = torch.tensor([[2.0, -1.0], [0.0, 0.5], [-3.0, 3.0]])
+    b = torch.tensor([[1.0, 0.0], [0.0, 0.5], [3.0, -3.0]])
+    assert float(shift_consistency(a, a)) == pytest.approx(0.0, abs=1e-7)
+    assert float(shift_consistency(a, b)) == pytest.approx(float(shift_consistency(b, a)), rel=1e-6)
+    # one confident answer flipped, one changed a little, one unchanged: bounded by log 2 each
+    flipped = float(shift_consistency(a[2:], b[2:]))
+    assert 0.6 < flipped < math.log(2.0)
+    assert 0.0 < float(shift_consistency(a[:1], b[:1])) < flipped
+    # both views get the gradient: nudging either answer towards the other lowers the term
+    x = a.clone().requires_grad_(True)
+    y = b.clone().requires_grad_(True)
+    shift_consistency(x, y).backward()  # type: ignore[no-untyped-call]
+    assert x.grad is not None and y.grad is not None
+    assert float(x.grad[0, 0]) > 0 > float(y.grad[0, 0])
+
+
+def test_a_fine_tune_starts_from_a_checkpoint_and_trains_shift_consistency(
+    pcam_h5: Path, tmp_path: Path
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    common = ["--data", str(pcam_h5), "--cache-dir", str(tmp_path / "cache")]
+    first = ["train", "--arch", "equivariant", "--group", "C4", *TINY_HALF_RUN]
+    assert main([*first, *common, "--out", str(src)]) == 0
+    start = torch.load(src / "best.pt", weights_only=False)
+    tune = [*first, "--init", str(src / "best.pt"), "--consistency", "10", "--lr", "0"]
+    assert main([*tune, *common, "--out", str(dst)]) == 0
+    tuned = torch.load(dst / "best.pt", weights_only=False)
+    learned = [k for k in start["model"] if k.endswith("weights")]
+    assert learned and all(torch.equal(start["model"][k], tuned["model"][k]) for k in learned)  # lr 0
+    record = tuned["history"][0]
+    assert tuned["train_config"]["consistency"] == 10.0 and tuned["train_config"]["init"] == str(
+        src / "best.pt"
+    )
+    assert 0.0 < record["train_consistency"] < math.log(2.0)
+    assert 0.0 <= record["val_shift_flip_rate"] <= 1.0 and record["val_shift_mean_abs_dp"] > 0.0
+    other = ["train", "--arch", "conventional", *TINY_HALF_RUN, "--init", str(src / "best.pt")]
+    with pytest.raises(ValueError, match="same architecture"):
+        main([*other, *common, "--out", str(tmp_path / "other")])
 
 
 def test_lr_schedule_warms_up_then_decays() -> None:
