@@ -240,6 +240,21 @@ def micro_breakdown(slides: Sequence[GridSlide], scores: NDArray[np.float64]) ->
     return "negatives set aside at 100% sensitivity for micro-metastases of " + ", ".join(parts)
 
 
+def weakest_micro(slides: Sequence[GridSlide], scores: NDArray[np.float64], n: int = 3) -> str:
+    """The micro-metastases that set the 100%-sensitivity cut, with the tile evidence they hold,
+    beside how often a negative slide's tiles reach the same probabilities by chance."""
+    kind = np.array([s.size_class for s in slides])
+    neg_tiles = np.concatenate([s.probs[np.isfinite(s.probs)] for s in slides if s.size_class == "negative"])
+    rows = [
+        f"tiles of negative slides at p >= 0.5: {np.mean(neg_tiles >= 0.5):.2%}, at p >= 0.9: "
+        f"{np.mean(neg_tiles >= 0.9):.2%}; the {n} weakest micro-metastases (score, tiles, their p):"
+    ]
+    for i in np.flatnonzero(kind == "micro")[np.argsort(scores[kind == "micro"])][:n]:
+        p = np.sort(slides[i].probs[slides[i].tumour])[::-1]
+        rows.append(f"  {scores[i]:.3f}  {len(p):3d} tiles  p " + " ".join(f"{v:.2f}" for v in p[:8]))
+    return "\n".join(rows)
+
+
 # ----------------------------------------------------------------------------- calibration
 
 
@@ -385,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         say(category_table(slides, policy, scores))
         say(micro_breakdown(slides, scores))
+        say(weakest_micro(slides, scores))
         big = [i for i, s in enumerate(slides) if s.size_class == "negative" and s.tissue_tiles == 20000]
         low_big = sum(policy.category(float(scores[i])) == "low suspicion" for i in big)
         say(f"20,000-tile negatives called low: {low_big}/{len(big)}")
