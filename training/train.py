@@ -33,7 +33,8 @@ from training.splits import VALID_SPLIT_SEED, halve, pixel_groups, stratified_su
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 50  # steps between progress lines
-SHIFT_CHECK_SIZE = 500  # selection patches whose one-pixel-shift stability each epoch reports
+SHIFT_CHECK_SIZE = 500  # selection patches whose one-pixel-shift stability each epoch reports,
+SHIFT_CHECK_SEED = 0  # the same ones for every run, so that runs compare
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,7 @@ def train(
         stratified_subset(splits.train.labels, cfg.train_eval_size, cfg.seed + 1)
     )
     shift_check = splits.select.subset(
-        stratified_subset(splits.select.labels, min(SHIFT_CHECK_SIZE, len(splits.select)), cfg.seed + 2)
+        stratified_subset(splits.select.labels, min(SHIFT_CHECK_SIZE, len(splits.select)), SHIFT_CHECK_SEED)
     ).images
     end = cfg.epochs if stop_after is None else min(cfg.epochs, state["epoch"] + stop_after)
     # One worker prepares the next batch (decoding, augmentation) while the model trains on this one.
