@@ -64,6 +64,6 @@ def make_pair_batch(
     views = aug.apply(np.asarray(images), size_px + 1, rng)
     mask = disc_mask(size_px)
     first, second = augment.shifted_pair(views, size_px, rng)
-    return torch.from_numpy(normalise(first, mean, std, mask)), torch.from_numpy(
-        normalise(second, mean, std, mask)
-    )
+    a = torch.from_numpy(normalise(first, mean, std, mask))
+    b = torch.from_numpy(normalise(second, mean, std, mask))
+    return a, b

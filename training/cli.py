@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="weight of a one-pixel-shift consistency term: each patch is seen twice, one pixel "
-        "apart, and the two answers' Jensen-Shannon divergence is penalised (e.g. 12)",
+        "apart, and the two answers' Jensen-Shannon divergence is penalised (e.g. 10-40)",
     )
     t.add_argument(
         "--init", default=None, help="start from this checkpoint's weights (same architecture): fine-tuning"
