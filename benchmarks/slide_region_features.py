@@ -27,7 +27,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.slide_triage import DEFAULT_DATA, GOAL_CLASSES, TILE_THRESHOLD, auc, set_aside  # noqa: E402
+from benchmarks.slide_triage import (  # noqa: E402
+    DEFAULT_DATA,
+    GOAL_CLASSES,
+    TILE_THRESHOLD,
+    auc,
+    balanced_weights,
+    heaviest,
+    region_x,
+    set_aside,
+)
 from benchmarks.triage_slides import Grid, GridSlide, build_set, patch_table, say  # noqa: E402
 from engine.triage import fit_logistic, region_stats  # noqa: E402
 
@@ -41,12 +50,13 @@ VARIANTS = {
 MIL_ROUNDS = 5
 
 
-def region_table(grid: Grid) -> NDArray[np.float64]:
-    """Regions x ``COLUMNS`` of one grid slide (one empty row for a slide without regions)."""
+def region_table(grid: Grid) -> tuple[NDArray[np.float64], int]:
+    """Regions x ``COLUMNS`` of one grid slide (one empty row for a slide without regions), and
+    the row of its heaviest region (``slide_triage.heaviest``)."""
     stats = region_stats(grid, TILE_THRESHOLD, 3)
     n = len(stats.cells)
     if n == 0:
-        return np.zeros((1, len(COLUMNS)))
+        return np.zeros((1, len(COLUMNS))), 0
     flat = stats.labels.ravel()
     sel = flat > 0
     idx = flat[sel] - 1
@@ -58,49 +68,38 @@ def region_table(grid: Grid) -> NDArray[np.float64]:
     top = p[order]
     second = np.where(stats.cells > 1, top[np.minimum(first + 1, len(top) - 1)], top[first])
     top2 = (top[first] + second) / 2
-    return np.stack(
-        [
-            np.log(np.maximum(stats.cells, 1)),
-            stats.mean_prob,
-            stats.smooth_max,
-            np.log1p(confident),
-            top2,
-            log_odds,
-        ],
-        1,
-    )
+    extra = np.stack([np.log1p(confident), top2, log_odds], 1)
+    return np.hstack([region_x(stats), extra]), heaviest(stats)
 
 
-def _balanced(y: NDArray[np.float64], w: NDArray[np.float64]) -> NDArray[np.float64]:
-    pos, neg = w[y > 0].sum(), w[y == 0].sum()
-    out: NDArray[np.float64] = np.where(y > 0, w * len(y) / (2 * pos), w * len(y) / (2 * neg))
-    return out
+Table = tuple[NDArray[np.float64], int]
 
 
 def fit(
-    slides: Sequence[GridSlide], tables: Sequence[NDArray[np.float64]], cols: tuple[int, ...], mil: bool
+    slides: Sequence[GridSlide], tables: Sequence[Table], cols: tuple[int, ...], mil: bool
 ) -> NDArray[np.float64]:
     """Logistic weights on the metastasis slides (>= 0.2 mm) against the negatives."""
-    kept = [(s, t[:, cols]) for s, t in zip(slides, tables, strict=True) if s.size_class != "itc"]
-    y = np.array([0.0 if s.size_class == "negative" else 1.0 for s, _ in kept])
-    heaviest = [t[int(np.argmax(np.exp(t[:, 0]) * t[:, 1]))] for _, t in kept]
-    w = fit_logistic(np.stack(heaviest), y, l2=1e-2, sample_weight=_balanced(y, np.ones(len(y))))
+    kept = [(s, t[:, cols], k) for s, (t, k) in zip(slides, tables, strict=True) if s.size_class != "itc"]
+    y = np.array([0.0 if s.size_class == "negative" else 1.0 for s, _, _ in kept])
+    weight = balanced_weights(y)
+    heaviest_rows = [t[k] for _, t, k in kept]
+    w = fit_logistic(np.stack(heaviest_rows), y, l2=1e-2, sample_weight=weight)
     for _ in range(MIL_ROUNDS if mil else 0):
         best = [
             t[int(np.argmax(w[0] + t @ w[1:]))] if yi == 0 else h
-            for (_, t), yi, h in zip(kept, y, heaviest, strict=True)
+            for (_, t, _), yi, h in zip(kept, y, heaviest_rows, strict=True)
         ]
-        w = fit_logistic(np.stack(best), y, l2=1e-2, sample_weight=_balanced(y, np.ones(len(y))))
+        w = fit_logistic(np.stack(best), y, l2=1e-2, sample_weight=weight)
     return w
 
 
 def report(
     slides: Sequence[GridSlide],
-    tables: Sequence[NDArray[np.float64]],
+    tables: Sequence[Table],
     cols: tuple[int, ...],
     w: NDArray[np.float64],
 ) -> str:
-    scores = np.array([float((w[0] + t[:, cols] @ w[1:]).max()) for t in tables])
+    scores = np.array([float((w[0] + t[:, cols] @ w[1:]).max()) for t, _ in tables])
     kind = np.array([s.size_class for s in slides])
     neg, goal = scores[kind == "negative"], scores[np.isin(kind, GOAL_CLASSES)]
     return (

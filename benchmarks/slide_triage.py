@@ -168,12 +168,16 @@ def fit_aggregator(
         x = region_x(f.stats)[k] if k >= 0 else np.zeros(3)
         xs.append(np.append(x, math.log(max(f.analysed, 1))) if sized else x)
         ys.append(0.0 if s.size_class == "negative" else 1.0)
-    x = np.stack(xs)
     y = np.asarray(ys)
+    return fit_logistic(np.stack(xs), y, l2=1e-2, sample_weight=balanced_weights(y))
+
+
+def balanced_weights(y: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Sample weights that give the positive and the negative slides equal total weight."""
     pos = max(1.0, float(y.sum()))
     neg = max(1.0, float(len(y) - y.sum()))
-    weight = np.where(y > 0, len(y) / (2 * pos), len(y) / (2 * neg))
-    return fit_logistic(x, y, l2=1e-2, sample_weight=weight)
+    out: NDArray[np.float64] = np.where(y > 0, len(y) / (2 * pos), len(y) / (2 * neg))
+    return out
 
 
 # --------------------------------------------------------------------------------- metrics
