@@ -2,7 +2,7 @@
 optimiser, as patches/s.
 
     python benchmarks/train_speed.py [--threads 1] [--batch 64] [--steps 6] [--group 8] [--width 0.5]
-        [--antialias] [--recipe plain|robust] [--bf16] [--data ZIP] [--cache-dir DIR]
+        [--expansion 6] [--antialias] [--recipe plain|robust] [--bf16] [--data ZIP] [--cache-dir DIR]
 
 Real PCam patches are prepared exactly as ``python -m training train`` prepares them (the recipe's
 augmentation included); the model steps on them with AdamW. Each phase is timed separately over
@@ -80,6 +80,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--width", type=float, default=0.5)
+    p.add_argument("--expansion", type=int, default=6, help="inverted-residual expansion ratio")
     p.add_argument("--antialias", action="store_true")
     p.add_argument("--recipe", choices=["plain", "robust"], default="plain")
     p.add_argument("--bf16", action="store_true", help="also measure under bfloat16 autocast (train --bf16)")
@@ -94,13 +95,20 @@ def main() -> int:
     out = sys.stdout
     strides = "anti-aliased" if args.antialias else "plain strides"
     out.write(
-        f"{args.threads} thread(s), batch {args.batch}, recipe {args.recipe}, {strides}; "
+        f"{args.threads} thread(s), batch {args.batch}, width {args.width}, expansion {args.expansion}, "
+        f"recipe {args.recipe}, {strides}; "
         f"patches/s (median of {args.steps} steps)\n"
     )
     header = ("net", "prepare", "forward", "backward", "optim", "step", "serial", "overlap")
     out.write("{:<22}{:>9}{:>9}{:>9}{:>8}{:>8}{:>8}{:>8}\n".format(*header))
     for name in ("conventional", "equivariant"):
-        arch = ArchConfig(arch=name, group_order=args.group, width=args.width, antialias=args.antialias)
+        arch = ArchConfig(
+            arch=name,
+            group_order=args.group,
+            width=args.width,
+            expansion=args.expansion,
+            antialias=args.antialias,
+        )
         for bf16 in (False, True) if args.bf16 else (False,):
             r = measure(arch, images, labels, dataclasses.replace(cfg, bf16=bf16), args.steps)
             label = f"{name} {arch.group_name}" + (" bf16" if bf16 else "")
