@@ -30,6 +30,8 @@ NEG_SIZES = (300, 1000, 3000, 10000, 20000, 40000)
 NEG_PER_SIZE = 10
 POS_PER_CLASS = 50
 CLASSES = ("itc", "micro", "macro")
+OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))  # one-pixel crops of a 96 px patch (row, column)
+REPLICATE_SEED_STRIDE = 100_003  # replicate r's seeds: the set's base seeds + r x this
 
 Grid = NDArray[np.float32]
 
@@ -84,13 +86,20 @@ class PatchTable:
     heldout: NDArray[np.int64]
 
 
-def patch_table(data: Path, model_path: Path | None, cache: Path | None) -> PatchTable:
-    """Run the model once over every valid patch and variant (cached per model sha256)."""
+def patch_table(
+    data: Path, model_path: Path | None, cache: Path | None, second_look: bool = False
+) -> PatchTable:
+    """Run the model once over every valid patch and variant (cached per model sha256).
+
+    ``second_look``: each probability is the mean over the patch's four one-pixel crops (the same
+    variant and jitter on each), what a second look at one-pixel offsets would give the engine.
+    """
     from engine.model import Model
     from training.splits import VALID_SPLIT_SEED, halve, pixel_groups
 
     model = Model.load(model_path, threads=1)
-    cache = cache or Path(tempfile.gettempdir()) / f"equitriage_slide_triage_{model.sha256[:12]}.npz"
+    tag = "-look2" if second_look else ""
+    cache = cache or Path(tempfile.gettempdir()) / f"equitriage_slide_triage_{model.sha256[:12]}{tag}.npz"
     if cache.is_file():
         z = np.load(cache)
         return PatchTable(z["probs"], z["labels"], z["sources"], z["select"], z["heldout"])
@@ -98,11 +107,13 @@ def patch_table(data: Path, model_path: Path | None, cache: Path | None) -> Patc
     images, labels, sources = read_valid(data)
     select, heldout = halve(labels, pixel_groups(images), VALID_SPLIT_SEED)
     side = model.contract.input_size
-    probs = np.empty((len(images), VARIANTS), np.float32)
+    offsets = OFFSETS if second_look else OFFSETS[:1]
+    probs = np.zeros((len(images), VARIANTS), np.float32)
     for v in range(VARIANTS):
-        rng = np.random.default_rng(1000 + v)
-        batch = np.stack([variant(im[:side, :side], v, rng) for im in images])
-        probs[:, v] = model.predict(batch)
+        for dy, dx in offsets:
+            rng = np.random.default_rng(1000 + v)  # the same jitter draws at every offset
+            batch = np.stack([variant(im[dy : dy + side, dx : dx + side], v, rng) for im in images])
+            probs[:, v] += model.predict(batch) / len(offsets)
     np.savez(cache, probs=probs, labels=labels, sources=sources, select=select, heldout=heldout)
     say(f"# model over {len(images)} patches x {VARIANTS} variants: {time.perf_counter() - t0:.0f} s")
     return PatchTable(probs, labels, sources, select, heldout)
@@ -177,10 +188,14 @@ def tumour_cells_for(cls: str, rng: np.random.Generator) -> int:
     return round(math.exp(rng.uniform(math.log(500), math.log(3000))))
 
 
-def build_set(table: PatchTable, half_name: str) -> list[GridSlide]:
-    """The slides of one half: NEG_PER_SIZE negatives per size, POS_PER_CLASS per class."""
+def build_set(table: PatchTable, half_name: str, replicate: int = 0) -> list[GridSlide]:
+    """The slides of one half: NEG_PER_SIZE negatives per size, POS_PER_CLASS per class.
+
+    ``replicate`` r > 0 lays out a different set from the same patches (other layouts and other
+    draws of patch and variant); replicate 0 is the set every earlier figure was measured on.
+    """
     half = table.select if half_name == "selection" else table.heldout
-    seed0 = 16_000 if half_name == "selection" else 61_000
+    seed0 = (16_000 if half_name == "selection" else 61_000) + REPLICATE_SEED_STRIDE * replicate
     slides: list[GridSlide] = []
     from scripts.mosaic import TUMOUR
 

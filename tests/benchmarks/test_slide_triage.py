@@ -1,0 +1,56 @@
+"""The slide-level benchmark's metrics and its replicate slide sets (no model: a synthetic table)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.slide_triage import triage_metrics
+from benchmarks.triage_slides import VARIANTS, PatchTable, build_set
+
+
+def test_triage_metrics_by_hand() -> None:
+    kinds = ["negative"] * 4 + ["itc", "micro", "micro", "macro"]
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.05, 0.25, 0.9, 0.95])
+    m = triage_metrics(kinds, scores)
+    # metastases >= 0.2 mm (0.25, 0.9, 0.95) beat 2, 4 and 4 of the 4 negatives
+    assert m["auc_goal"] == pytest.approx(10 / 12)
+    # the isolated tumour cells (0.05) beat none
+    assert m["auc_all"] == pytest.approx(10 / 16)
+    # the weakest metastasis >= 0.2 mm (0.25) sets the 100% cut: two negatives lie below it
+    assert m["goal_100"] == pytest.approx(0.5)
+    assert m["micro_100"] == pytest.approx(0.5)
+    assert m["macro_100"] == pytest.approx(1.0)
+    assert m["itc_100"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def table() -> PatchTable:
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 200)
+    probs = np.clip(labels[:, None] * 0.6 + rng.uniform(0, 0.4, (400, VARIANTS)), 0, 1).astype(np.float32)
+    idx = rng.permutation(400)
+    return PatchTable(probs, labels, np.arange(400), np.sort(idx[:200]), np.sort(idx[200:]))
+
+
+def test_replicates_are_new_draws_of_the_same_design(table: PatchTable) -> None:
+    first = build_set(table, "held-out")
+    again = build_set(table, "held-out", 0)
+    other = build_set(table, "held-out", 1)
+    assert [s.name for s in first] == [s.name for s in again]
+    assert all(np.array_equal(a.probs, b.probs, equal_nan=True) for a, b in zip(first, again, strict=True))
+    # the same classes and negative sizes ...
+    assert [s.size_class for s in other] == [s.size_class for s in first]
+    negatives = [s.tissue_tiles for s in first if s.size_class == "negative"]
+    assert [s.tissue_tiles for s in other if s.size_class == "negative"] == negatives
+    # ... laid out and filled anew
+    same = [
+        a.probs.shape == b.probs.shape and np.array_equal(a.probs, b.probs, equal_nan=True)
+        for a, b in zip(first, other, strict=True)
+    ]
+    assert not any(same)
+    # positives are drawn from the held-out half's tumour patches only
+    tumour_p = {float(p) for p in table.probs[table.heldout][table.labels[table.heldout] == 1].ravel()}
+    for s in other:
+        if s.size_class != "negative":
+            assert {float(p) for p in s.probs[s.tumour]} <= tumour_p
