@@ -106,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         "apart, and the two answers' Jensen-Shannon divergence is penalised (e.g. 10-40)",
     )
     t.add_argument(
+        "--consistency-target",
+        choices=("mutual", "anchored"),
+        default="mutual",
+        help="mutual: both answers move toward each other; anchored: the first view's answer is a "
+        "fixed target for the second (KL divergence), so confidence is not traded for agreement",
+    )
+    t.add_argument(
         "--init", default=None, help="start from this checkpoint's weights (same architecture): fine-tuning"
     )
     t.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
@@ -292,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_steps_per_epoch=args.max_steps_per_epoch,
                 bf16=args.bf16,
                 consistency=args.consistency,
+                consistency_target=args.consistency_target,
                 init=args.init,
                 **recipe,
             )

@@ -65,6 +65,7 @@ class TrainConfig:
     seam_p: float = 0.0  # same-label 4-patch composites (augment.seam_composites)
     bf16: bool = False  # forward pass and loss under bfloat16 autocast (weights and optimiser fp32)
     consistency: float = 0.0  # weight of the one-pixel-shift consistency term (shift_consistency)
+    consistency_target: str = "mutual"  # "mutual": both views move; "anchored": the first is held
     init: str | None = None  # checkpoint whose weights a new run starts from (fine-tuning)
     train_eval_size: int = 1000
     split_seed: int = VALID_SPLIT_SEED
@@ -160,6 +161,21 @@ def shift_consistency(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor
     kl_pm = (log_p.exp() * (log_p - log_m)).sum(dim=1)
     kl_qm = (log_q.exp() * (log_q - log_m)).sum(dim=1)
     return 0.5 * (kl_pm + kl_qm).mean()
+
+
+def anchored_consistency(anchor: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+    """Mean KL(p_anchor || p_moved), the anchor's answer held fixed (no gradient through it).
+
+    The moved view learns the anchor's answer while the anchor keeps only the classification
+    loss's gradient, so agreement cannot be bought by making both answers less confident, as
+    the mutual divergence (:func:`shift_consistency`) can.
+    """
+    log_p = torch.log_softmax(anchor.detach().float(), dim=1)
+    log_q = torch.log_softmax(moved.float(), dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
+
+
+CONSISTENCY_TERMS = {"mutual": shift_consistency, "anchored": anchored_consistency}
 
 
 def selection_shift(
@@ -342,7 +358,7 @@ def train(
                 objective = loss
                 if cfg.consistency > 0:
                     first, second = logits.chunk(2)
-                    js = shift_consistency(first, second)
+                    js = CONSISTENCY_TERMS[cfg.consistency_target](first, second)
                     objective = loss + cfg.consistency * js
                     consistency_sum += float(js.detach()) * len(first)
                 optimizer.zero_grad(set_to_none=True)

@@ -16,7 +16,14 @@ from engine.model import Model
 from engine.model_card import clinical_card
 from training.cli import main
 from training.config import ArchConfig
-from training.train import ROBUST_RECIPE, TrainConfig, lr_factor, shift_consistency, train
+from training.train import (
+    ROBUST_RECIPE,
+    TrainConfig,
+    anchored_consistency,
+    lr_factor,
+    shift_consistency,
+    train,
+)
 
 FAST = (True,) * 5
 # An anti-aliased width-0.25 net on 64 patches, planned for 2 epochs and stopped after the first.
@@ -234,6 +241,21 @@ def test_shift_consistency_is_a_symmetric_divergence() -> None:
     assert float(x.grad[0, 0]) > 0 > float(y.grad[0, 0])
 
 
+def test_anchored_consistency_moves_only_the_second_view() -> None:
+    a = torch.tensor([[2.0, -1.0], [0.0, 0.5], [-3.0, 3.0]])
+    b = torch.tensor([[1.0, 0.0], [0.0, 0.5], [3.0, -3.0]])
+    assert float(anchored_consistency(a, a)) == pytest.approx(0.0, abs=1e-7)
+    # KL(p_a || p_b) by hand for the first row
+    p, q = torch.softmax(a[0], 0), torch.softmax(b[0], 0)
+    expected = float((p * (p / q).log()).sum())
+    assert float(anchored_consistency(a[:1], b[:1])) == pytest.approx(expected, rel=1e-6)
+    x = a.clone().requires_grad_(True)
+    y = b.clone().requires_grad_(True)
+    anchored_consistency(x, y).backward()  # type: ignore[no-untyped-call]
+    assert x.grad is None  # the anchor's answer is a fixed target
+    assert y.grad is not None and float(y.grad[0, 0]) < 0  # the second view moves toward it
+
+
 def test_a_fine_tune_starts_from_a_checkpoint_and_trains_shift_consistency(
     pcam_h5: Path, tmp_path: Path
 ) -> None:
@@ -253,6 +275,11 @@ def test_a_fine_tune_starts_from_a_checkpoint_and_trains_shift_consistency(
     )
     assert 0.0 < record["train_consistency"] < math.log(2.0)
     assert 0.0 <= record["val_shift_flip_rate"] <= 1.0 and record["val_shift_mean_abs_dp"] > 0.0
+    anchored = tmp_path / "anchored"
+    assert main([*tune, "--consistency-target", "anchored", *common, "--out", str(anchored)]) == 0
+    run = torch.load(anchored / "best.pt", weights_only=False)
+    assert run["train_config"]["consistency_target"] == "anchored"
+    assert run["history"][0]["train_consistency"] > 0.0  # a KL divergence: no log 2 bound
     other = ["train", "--arch", "conventional", *TINY_HALF_RUN, "--init", str(src / "best.pt")]
     with pytest.raises(ValueError, match="same architecture"):
         main([*other, *common, "--out", str(tmp_path / "other")])
