@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=("mutual", "anchored"),
         default="mutual",
         help="mutual: both answers move toward each other; anchored: the first view's answer is a "
-        "fixed target for the second (KL divergence), so confidence is not traded for agreement",
+        "fixed target for the second (KL divergence, no gradient through the first)",
     )
     t.add_argument(
         "--init", default=None, help="start from this checkpoint's weights (same architecture): fine-tuning"

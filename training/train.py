@@ -167,8 +167,8 @@ def anchored_consistency(anchor: torch.Tensor, moved: torch.Tensor) -> torch.Ten
     """Mean KL(p_anchor || p_moved), the anchor's answer held fixed (no gradient through it).
 
     The moved view learns the anchor's answer while the anchor keeps only the classification
-    loss's gradient, so agreement cannot be bought by making both answers less confident, as
-    the mutual divergence (:func:`shift_consistency`) can.
+    loss's gradient: the term does not pull the anchor's answer toward a less confident one, as
+    the mutual divergence (:func:`shift_consistency`) does (the shared weights still can).
     """
     log_p = torch.log_softmax(anchor.detach().float(), dim=1)
     log_q = torch.log_softmax(moved.float(), dim=1)
