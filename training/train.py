@@ -281,6 +281,11 @@ def train(
     if cfg.init and not (resume and last_path.is_file()):
         init_weights(model, arch, Path(cfg.init))
     optimizer = make_optimizer(model, cfg)
+    if cfg.consistency_target not in CONSISTENCY_TERMS:
+        raise ValueError(
+            f"consistency_target must be one of {sorted(CONSISTENCY_TERMS)}, got {cfg.consistency_target!r}"
+        )
+    consistency_term = CONSISTENCY_TERMS[cfg.consistency_target]
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     if cfg.max_steps_per_epoch:
@@ -358,7 +363,7 @@ def train(
                 objective = loss
                 if cfg.consistency > 0:
                     first, second = logits.chunk(2)
-                    js = CONSISTENCY_TERMS[cfg.consistency_target](first, second)
+                    js = consistency_term(first, second)
                     objective = loss + cfg.consistency * js
                     consistency_sum += float(js.detach()) * len(first)
                 optimizer.zero_grad(set_to_none=True)
