@@ -2,14 +2,16 @@
 optimiser, as patches/s.
 
     python benchmarks/train_speed.py [--threads 1] [--batch 64] [--steps 6] [--group 8] [--width 0.5]
-        [--expansion 6] [--antialias] [--recipe plain|robust] [--bf16] [--data ZIP] [--cache-dir DIR]
+        [--expansion 6] [--antialias] [--recipe plain|robust] [--bf16] [--malloc default|keep]
+        [--data ZIP] [--cache-dir DIR]
 
 Real PCam patches are prepared exactly as ``python -m training train`` prepares them (the recipe's
 augmentation included); the model steps on them with AdamW. Each phase is timed separately over
 ``--steps`` steps after two warm-up steps, so the figures show where a step's time goes. The
 ``end to end`` column is what a training run sees when preparation overlaps the step in its
 thread (``max`` of preparation and step, on a machine with a core to spare; on a busy one it is
-their sum).
+their sum). ``--malloc keep`` measures with the malloc settings ``python -m training train`` uses
+(:func:`training.allocator.keep_freed_memory`); ``default`` with glibc's own.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from training.allocator import keep_freed_memory
 from training.batches import channel_stats, make_batch
 from training.config import ArchConfig
 from training.data import load_patches
@@ -84,9 +87,11 @@ def main() -> int:
     p.add_argument("--antialias", action="store_true")
     p.add_argument("--recipe", choices=["plain", "robust"], default="plain")
     p.add_argument("--bf16", action="store_true", help="also measure under bfloat16 autocast (train --bf16)")
+    p.add_argument("--malloc", choices=["default", "keep"], default="keep", help="glibc malloc settings")
     p.add_argument("--data", default="../shared/data/pcam/pcam_train_valid.zip")
     p.add_argument("--cache-dir", default="runs/cache")
     args = p.parse_args()
+    kept = args.malloc == "keep" and keep_freed_memory()
     torch.set_num_threads(args.threads)
     train = load_patches(Path(args.data), Path(args.cache_dir))["train"]
     images, labels = np.asarray(train.images[:4096]), train.labels[:4096]
@@ -96,7 +101,7 @@ def main() -> int:
     strides = "anti-aliased" if args.antialias else "plain strides"
     out.write(
         f"{args.threads} thread(s), batch {args.batch}, width {args.width}, expansion {args.expansion}, "
-        f"recipe {args.recipe}, {strides}; "
+        f"recipe {args.recipe}, {strides}, malloc {'keep' if kept else 'default'}; "
         f"patches/s (median of {args.steps} steps)\n"
     )
     header = ("net", "prepare", "forward", "backward", "optim", "step", "serial", "overlap")

@@ -256,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    if args.command in ("train", "fork", "study"):  # the commands that train
+        from training.allocator import keep_freed_memory
+
+        keep_freed_memory()
     if args.command == "train":
         from training.config import ArchConfig
         from training.train import ROBUST_RECIPE, TrainConfig, saved_run, train
