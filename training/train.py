@@ -190,6 +190,11 @@ def selection_shift(
     return robustness.shift_stability(probs)
 
 
+def epoch_checkpoint(out_dir: Path, epoch: int) -> Path:
+    """Where epoch ``epoch``'s judged weights are kept (``best.pt``'s format)."""
+    return out_dir / "epochs" / f"{epoch:03d}.pt"
+
+
 def init_weights(model: nn.Module, arch: ArchConfig, path: Path) -> None:
     """Load the weights of the checkpoint at ``path`` (its averaged weights if it is a ``best.pt``),
     which must hold the same architecture."""
@@ -238,6 +243,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
 
 
 def _save(obj: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -258,6 +264,10 @@ def train(
     cfg: TrainConfig, arch: ArchConfig, resume: bool = False, stop_after: int | None = None
 ) -> dict[str, Any]:
     """Train, checkpointing ``last.pt`` every epoch and ``best.pt`` at the lowest selection loss.
+
+    Every epoch's judged weights (the averaged ones under a weight average) are also kept as
+    ``epochs/NNN.pt``, in ``best.pt``'s format, so epochs near the lowest loss can be compared
+    by what the product does with them (the slide benchmark) and any of them quantized.
 
     ``resume`` continues from ``last.pt``; ``stop_after`` ends this call after that many epochs.
     """
@@ -424,13 +434,17 @@ def train(
                 record["patches_per_s"],
             )
             model.eval()  # e2cnn's advice: state dicts are saved and loaded in eval mode
+            judged_ckpt = {
+                **meta,
+                "model": judged.state_dict(),
+                "epoch": epoch + 1,
+                "history": state["history"],
+            }
+            _save(judged_ckpt, epoch_checkpoint(out_dir, epoch + 1))
             if record["val_loss"] < state["best_loss"]:
                 state["best_loss"] = record["val_loss"]
                 state["best_epoch"] = epoch + 1
-                _save(
-                    {**meta, "model": judged.state_dict(), "epoch": epoch + 1, "history": state["history"]},
-                    out_dir / "best.pt",
-                )
+                _save(judged_ckpt, out_dir / "best.pt")
                 log.info("new best selection loss %.4f at epoch %d", record["val_loss"], epoch + 1)
             last = {
                 **meta,

@@ -20,6 +20,7 @@ from training.train import (
     ROBUST_RECIPE,
     TrainConfig,
     anchored_consistency,
+    epoch_checkpoint,
     lr_factor,
     shift_consistency,
     train,
@@ -67,6 +68,13 @@ def test_checkpoints_every_epoch_and_keeps_best(trained_run: tuple[Path, dict]) 
     assert best["epoch"] == state["best_epoch"]
     assert best["history"][best["epoch"] - 1]["val_loss"] == state["best_loss"]
     assert len(best["mean"]) == 3 and len(best["std"]) == 3
+    kept = sorted(p.name for p in (root / "run" / "epochs").iterdir())
+    assert kept == ["001.pt", "002.pt", "003.pt", "004.pt"]
+    best_epoch = torch.load(epoch_checkpoint(root / "run", state["best_epoch"]), weights_only=False)
+    assert best_epoch["epoch"] == best["epoch"]
+    assert all(torch.equal(best_epoch["model"][k], v) for k, v in best["model"].items())
+    final = torch.load(epoch_checkpoint(root / "run", 4), weights_only=False)["model"]
+    assert all(torch.equal(final[k], v) for k, v in last["model"].items())  # no weight average here
 
 
 def test_cli_export_then_evaluate(trained_run: tuple[Path, dict], pcam_h5: Path) -> None:
