@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    if args.command in ("train", "fork", "study"):  # the commands that train
+    if args.command in ("train", "fork"):  # the commands that train
         from training.allocator import keep_freed_memory
 
         keep_freed_memory()

@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 # Three 20 MiB blocks allocated, written and freed, eleven times; prints the minor page faults of
-# the last ten rounds. glibc returns such blocks to the kernel, so each new round can fault them in
-# again; with the training settings the heap keeps them and later rounds reuse the same pages.
+# the last ten rounds. With glibc's defaults some of them go back to the kernel and are faulted in
+# again (about 10,000 pages here); with the training settings later rounds reuse the same pages.
 PROBE = textwrap.dedent(
     """
     import resource, sys
@@ -41,4 +41,4 @@ def faults(mode: str) -> int:
 @glibc_only
 def test_kept_blocks_are_reused_without_new_page_faults() -> None:
     pages_per_round = 3 * 20 * 2**20 // 4096
-    assert faults("keep") < pages_per_round // 30  # ten rounds, not even a tenth of one refaulted
+    assert faults("keep") < pages_per_round // 30  # ten rounds refault under a thirtieth of one
