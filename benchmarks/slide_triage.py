@@ -54,8 +54,10 @@ from benchmarks.triage_slides import (  # noqa: E402
     CLASSES,
     NEG_PER_SIZE,
     NEG_SIZES,
+    VARIANTS,
     Grid,
     GridSlide,
+    PatchTable,
     build_set,
     engine_check,
     patch_table,
@@ -294,6 +296,24 @@ def weakest_micro(slides: Sequence[GridSlide], scores: NDArray[np.float64], n: i
     return "\n".join(rows)
 
 
+def confident_normals(table: PatchTable, half_name: str, p_min: float = 0.9, min_variants: int = 4) -> str:
+    """How concentrated a half's confident false positives are: the share of its normal patch
+    variants at p >= ``p_min``, and how much of that comes from the few patches confident in at
+    least ``min_variants`` of their variants. Negative slides are filled with these variants, so a
+    patch the model always calls tumour comes back wherever it is drawn."""
+    half = table.select if half_name == "selection" else table.heldout
+    normal = half[table.labels[half] == 0]
+    confident = (table.probs[normal] >= p_min).sum(axis=1)
+    total = int(confident.sum())
+    stubborn = confident >= min_variants
+    share = float(confident[stubborn].sum()) / total if total else 0.0
+    return (
+        f"normal patch variants at p >= {p_min}: {total / confident.size / VARIANTS:.2%} of "
+        f"{confident.size} patches x {VARIANTS}; {int(stubborn.sum())} patches confident in >= "
+        f"{min_variants} of their {VARIANTS} variants hold {share:.0%} of them"
+    )
+
+
 # ----------------------------------------------------------------------------- calibration
 
 
@@ -501,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         say(category_table(slides, policy, scores))
         say(micro_breakdown(slides, scores))
         say(weakest_micro(slides, scores))
+        say(confident_normals(table, name))
         big = [
             i for i, s in enumerate(slides) if s.size_class == "negative" and s.tissue_tiles == BIG_NEGATIVE
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.slide_triage import triage_metrics
+from benchmarks.slide_triage import confident_normals, triage_metrics
 from benchmarks.triage_slides import VARIANTS, PatchTable, build_set
 
 
@@ -54,3 +54,20 @@ def test_replicates_are_new_draws_of_the_same_design(table: PatchTable) -> None:
     for s in other:
         if s.size_class != "negative":
             assert {float(p) for p in s.probs[s.tumour]} <= tumour_p
+
+
+def test_confident_normals_counts_the_stubborn_patches() -> None:
+    labels = np.array([0, 0, 0, 0, 1])
+    probs = np.zeros((5, VARIANTS), np.float32)
+    probs[0] = 0.95  # always called tumour: 8 confident variants
+    probs[1, :2] = 0.92  # confident twice
+    probs[3, :] = 0.95  # as stubborn as patch 0, but in the other half
+    probs[4, :] = 0.99  # a tumour patch: not counted
+    table = PatchTable(probs, labels, np.arange(5), np.array([0, 1, 2, 4]), np.array([3]))
+    line = confident_normals(table, "selection")
+    # 10 confident of 3 x 8 normal variants; the one stubborn patch holds 8 of the 10
+    assert line == (
+        f"normal patch variants at p >= 0.9: {10 / 24:.2%} of 3 patches x {VARIANTS}; "
+        f"1 patches confident in >= 4 of their {VARIANTS} variants hold 80% of them"
+    )
+    assert "1 patches" in confident_normals(table, "held-out")
