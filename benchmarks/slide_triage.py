@@ -301,7 +301,7 @@ def confident_normals(table: PatchTable, half_name: str, p_min: float = 0.9, min
     variants at p >= ``p_min``, and how much of that comes from the few patches confident in at
     least ``min_variants`` of their variants. Negative slides are filled with these variants, so a
     patch the model always calls tumour comes back wherever it is drawn."""
-    half = table.select if half_name == "selection" else table.heldout
+    half = table.half(half_name)
     normal = half[table.labels[half] == 0]
     confident = (table.probs[normal] >= p_min).sum(axis=1)
     total = int(confident.sum())

@@ -85,6 +85,10 @@ class PatchTable:
     select: NDArray[np.int64]
     heldout: NDArray[np.int64]
 
+    def half(self, name: str) -> NDArray[np.int64]:
+        """The patch indices of the half called ``name`` ("selection" or "held-out")."""
+        return self.select if name == "selection" else self.heldout
+
 
 def patch_table(
     data: Path, model_path: Path | None, cache: Path | None, second_look: bool = False
@@ -194,7 +198,7 @@ def build_set(table: PatchTable, half_name: str, replicate: int = 0) -> list[Gri
     ``replicate`` r > 0 lays out a different set from the same patches (other layouts and other
     draws of patch and variant); replicate 0 is the set every earlier figure was measured on.
     """
-    half = table.select if half_name == "selection" else table.heldout
+    half = table.half(half_name)
     seed0 = (16_000 if half_name == "selection" else 61_000) + REPLICATE_SEED_STRIDE * replicate
     slides: list[GridSlide] = []
     from scripts.mosaic import TUMOUR
