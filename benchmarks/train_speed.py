@@ -3,7 +3,7 @@ optimiser, as patches/s.
 
     python benchmarks/train_speed.py [--threads 1] [--batch 64] [--steps 6] [--group 8] [--width 0.5]
         [--expansion 6] [--antialias] [--recipe plain|robust] [--bf16] [--malloc default|keep]
-        [--data ZIP] [--cache-dir DIR]
+        [--channels-last] [--data ZIP] [--cache-dir DIR]
 
 Real PCam patches are prepared exactly as ``python -m training train`` prepares them (the recipe's
 augmentation included); the model steps on them with AdamW. Each phase is timed separately over
@@ -11,7 +11,9 @@ augmentation included); the model steps on them with AdamW. Each phase is timed 
 ``end to end`` column is what a training run sees when preparation overlaps the step in its
 thread (``max`` of preparation and step, on a machine with a core to spare; on a busy one it is
 their sum). ``--malloc keep`` measures with the malloc settings ``python -m training train`` uses
-(:func:`training.allocator.keep_freed_memory`); ``default`` with glibc's own.
+(:func:`training.allocator.keep_freed_memory`); ``default`` with glibc's own. ``--channels-last``
+steps both nets on channels-last memory (not what training uses: e2cnn's field-shared batch norm
+views the channels as fields, which needs channel-first memory, so the equivariant net copies).
 """
 
 from __future__ import annotations
@@ -39,9 +41,15 @@ from training.train import ROBUST_RECIPE, TrainConfig
 
 
 def measure(
-    arch: ArchConfig, images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, steps: int
+    arch: ArchConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    steps: int,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> dict[str, float]:
     model = build_model(arch)
+    model.to(memory_format=memory_format)  # type: ignore[call-overload]  # an untyped overload
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     mean, std = channel_stats(images[:512], arch.input_size)
@@ -53,6 +61,7 @@ def measure(
         idx = np.sort(rng.choice(len(images), size=n, replace=False))
         t0 = time.perf_counter()
         x = make_batch(images[idx], arch.input_size, mean, std, rng, aug)
+        x = x.contiguous(memory_format=memory_format)
         y = torch.from_numpy(labels[idx])
         t1 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -88,6 +97,7 @@ def main() -> int:
     p.add_argument("--recipe", choices=["plain", "robust"], default="plain")
     p.add_argument("--bf16", action="store_true", help="also measure under bfloat16 autocast (train --bf16)")
     p.add_argument("--malloc", choices=["default", "keep"], default="keep", help="glibc malloc settings")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory (see above)")
     p.add_argument("--data", default="../shared/data/pcam/pcam_train_valid.zip")
     p.add_argument("--cache-dir", default="runs/cache")
     args = p.parse_args()
@@ -99,9 +109,11 @@ def main() -> int:
     cfg = TrainConfig(data=args.data, out_dir="", batch_size=args.batch, **recipe)
     out = sys.stdout
     strides = "anti-aliased" if args.antialias else "plain strides"
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     out.write(
         f"{args.threads} thread(s), batch {args.batch}, width {args.width}, expansion {args.expansion}, "
-        f"recipe {args.recipe}, {strides}, malloc {'keep' if kept else 'default'}; "
+        f"recipe {args.recipe}, {strides}, malloc {'keep' if kept else 'default'}, "
+        f"{'channels-last' if args.channels_last else 'channel-first'} memory; "
         f"patches/s (median of {args.steps} steps)\n"
     )
     header = ("net", "prepare", "forward", "backward", "optim", "step", "serial", "overlap")
@@ -115,7 +127,7 @@ def main() -> int:
             antialias=args.antialias,
         )
         for bf16 in (False, True) if args.bf16 else (False,):
-            r = measure(arch, images, labels, dataclasses.replace(cfg, bf16=bf16), args.steps)
+            r = measure(arch, images, labels, dataclasses.replace(cfg, bf16=bf16), args.steps, memory_format)
             label = f"{name} {arch.group_name}" + (" bf16" if bf16 else "")
             out.write(
                 f"{label:<22}{r['prepare']:>9.0f}{r['forward']:>9.0f}{r['backward']:>9.0f}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 import textwrap
@@ -29,7 +30,7 @@ PROBE = textwrap.dedent(
     """
 )
 
-glibc_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc malloc settings")
 
 
 def faults(mode: str) -> int:
