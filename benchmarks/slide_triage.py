@@ -296,14 +296,25 @@ def weakest_micro(slides: Sequence[GridSlide], scores: NDArray[np.float64], n: i
     return "\n".join(rows)
 
 
-def confident_normals(table: PatchTable, half_name: str, p_min: float = 0.9, min_variants: int = 4) -> str:
+STUBBORN_P = 0.9
+STUBBORN_VARIANTS = 4
+
+
+def confident_variants(table: PatchTable, p_min: float = STUBBORN_P) -> NDArray[np.int64]:
+    """Per patch, how many of its variants the model puts at p >= ``p_min``."""
+    return (table.probs >= p_min).sum(axis=1)
+
+
+def confident_normals(
+    table: PatchTable, half_name: str, p_min: float = STUBBORN_P, min_variants: int = STUBBORN_VARIANTS
+) -> str:
     """How concentrated a half's confident false positives are: the share of its normal patch
     variants at p >= ``p_min``, and how much of that comes from the few patches confident in at
     least ``min_variants`` of their variants. Negative slides are filled with these variants, so a
     patch the model always calls tumour comes back wherever it is drawn."""
     half = table.half(half_name)
     normal = half[table.labels[half] == 0]
-    confident = (table.probs[normal] >= p_min).sum(axis=1)
+    confident = confident_variants(table, p_min)[normal]
     total = int(confident.sum())
     stubborn = confident >= min_variants
     share = float(confident[stubborn].sum()) / total if total else 0.0
@@ -312,6 +323,18 @@ def confident_normals(table: PatchTable, half_name: str, p_min: float = 0.9, min
         f"{confident.size} patches x {VARIANTS}; {int(stubborn.sum())} patches confident in >= "
         f"{min_variants} of their {VARIANTS} variants hold {share:.0%} of them"
     )
+
+
+def without_stubborn_normals(table: PatchTable) -> tuple[PatchTable, int]:
+    """``table`` with its stubborn normal patches (p >= STUBBORN_P in at least STUBBORN_VARIANTS
+    variants) taken out of both pools (label -1), and how many there were.
+
+    A what-if, not a result: the model itself picks the patches left out, so the slides that
+    follow bound what those few patches cost the triage (some may hold tumour outside PCam's
+    labelled centre; this data cannot tell)."""
+    stubborn = (table.labels == 0) & (confident_variants(table) >= STUBBORN_VARIANTS)
+    labels = np.where(stubborn, -1, table.labels)
+    return dataclasses.replace(table, labels=labels), int(stubborn.sum())
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -398,9 +421,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=REPLICATES,
         help=f"slide sets per half laid out from the same patches (default {REPLICATES})",
     )
+    p.add_argument(
+        "--without-stubborn-normals",
+        action="store_true",
+        help="what-if: leave out the normal patches the model calls tumour in most variants",
+    )
     args = p.parse_args(argv)
     if args.replicates < 1:
         p.error("--replicates must be at least 1")
+    if args.without_stubborn_normals and args.calibrate and not args.dry_run:
+        p.error("--without-stubborn-normals is a what-if: use it with --calibrate only with --dry-run")
     return args
 
 
@@ -445,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
 
     model_path = args.model or default_model_path()
     table = patch_table(args.data, args.model, args.cache, args.second_look)
+    if args.without_stubborn_normals:
+        table, n_out = without_stubborn_normals(table)
+        say(f"# what-if: {n_out} stubborn normal patches left out of the slides (chosen by the model)")
     t0 = time.perf_counter()
     sets = {name: build_set(table, name) for name in HALVES}
     feats = {name: [features(s.probs) for s in slides] for name, slides in sets.items()}

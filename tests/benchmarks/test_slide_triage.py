@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from benchmarks.slide_triage import confident_normals, triage_metrics
+from benchmarks.slide_triage import confident_normals, triage_metrics, without_stubborn_normals
 from benchmarks.triage_slides import VARIANTS, PatchTable, build_set
 
 
@@ -71,3 +73,20 @@ def test_confident_normals_counts_the_stubborn_patches() -> None:
         f"1 patches confident in >= 4 of their {VARIANTS} variants hold 80% of them"
     )
     assert "1 patches" in confident_normals(table, "held-out")
+
+
+def test_without_stubborn_normals_keeps_them_off_every_slide(table: PatchTable) -> None:
+    half = table.half("selection")
+    first_normal = half[table.labels[half] == 0][0]
+    probs = table.probs.copy()
+    probs[first_normal] = 0.97  # the model calls this normal patch tumour in every variant
+    stubborn = dataclasses.replace(table, probs=probs)
+
+    def negative_max(t: PatchTable) -> float:
+        return max(float(np.nanmax(s.probs)) for s in build_set(t, "selection") if s.size_class == "negative")
+
+    assert negative_max(stubborn) == pytest.approx(0.97)  # drawn into the negatives ...
+    kept, n_out = without_stubborn_normals(stubborn)
+    assert n_out == 1 and kept.labels[first_normal] == -1
+    assert np.array_equal(np.delete(kept.labels, first_normal), np.delete(table.labels, first_normal))
+    assert negative_max(kept) <= 0.4  # ... and never once it is left out (other normals: 0-0.4)
