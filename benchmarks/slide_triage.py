@@ -28,6 +28,7 @@ Run from the repository root:
   python benchmarks/slide_triage.py                       # tables for the model's own policy
   python benchmarks/slide_triage.py --calibrate --model M # fit + choose thresholds, re-stamp M
   python benchmarks/slide_triage.py --engine-check        # grid shortcut vs the real engine
+  python benchmarks/slide_triage.py --without-stubborn-normals   # what-if: see without_stubborn_normals
 """
 
 from __future__ import annotations
@@ -579,7 +580,9 @@ def main(argv: list[str] | None = None) -> int:
             say(replicate_summary(cname, per))
         say(f"policy over all {name} sets: {policy_counts(pooled[name], policy)}")
     if args.json:
-        args.json.write_text(json.dumps({"replicate0": numbers, "replicates": replicates}))
+        what_if = {"without_stubborn_normals": args.without_stubborn_normals}
+        report = {"replicate0": numbers, "replicates": replicates, "what_if": what_if}
+        args.json.write_text(json.dumps(report))
     if args.engine_check:
         engine_check(table, args.out or args.model, args.data, args.engine_big)
     return 0
