@@ -29,6 +29,7 @@ Run from the repository root:
   python benchmarks/slide_triage.py --calibrate --model M # fit + choose thresholds, re-stamp M
   python benchmarks/slide_triage.py --engine-check        # grid shortcut vs the real engine
   python benchmarks/slide_triage.py --without-stubborn-normals   # what-if: see without_stubborn_normals
+  python benchmarks/slide_triage.py --calibrate --dry-run --tile-threshold 0.8   # regions at p >= 0.8
 """
 
 from __future__ import annotations
@@ -97,19 +98,19 @@ class Features:
     top10: float
     smooth3: float
     smooth5: float
-    stats: RegionStats  # regions at TILE_THRESHOLD, 3x3 smoothing
+    stats: RegionStats  # regions at the tile threshold (default TILE_THRESHOLD), 3x3 smoothing
     stats_hi: RegionStats  # regions at 0.9
     analysed: int  # tiles with a probability
 
 
-def features(grid: Grid) -> Features:
+def features(grid: Grid, tile_threshold: float = TILE_THRESHOLD) -> Features:
     s3 = smoothed(grid, 3)
     s5 = smoothed(grid, 5)
     return Features(
         top10=top_k_mean(grid, 10) or 0.0,
         smooth3=float(np.nanmax(s3)),
         smooth5=float(np.nanmax(s5)),
-        stats=region_stats(grid, TILE_THRESHOLD, 3),
+        stats=region_stats(grid, tile_threshold, 3),
         stats_hi=region_stats(grid, 0.9, 3),
         analysed=int(np.isfinite(grid).sum()),
     )
@@ -137,9 +138,9 @@ CANDIDATES: dict[str, Callable[[Features, Fits], float]] = {
     "top10_mean (current)": lambda f, w: f.top10,
     "smoothed_max 3x3": lambda f, w: f.smooth3,
     "smoothed_max 5x5": lambda f, w: f.smooth5,
-    "largest_region p>=0.5 (cells)": lambda f, w: _largest(f.stats),
+    "largest_region (cells)": lambda f, w: _largest(f.stats),
     "largest_region p>=0.9 (cells)": lambda f, w: _largest(f.stats_hi),
-    "region_mass p>=0.5 (cells x mean)": lambda f, w: float(
+    "region_mass (cells x mean)": lambda f, w: float(
         (f.stats.cells * f.stats.mean_prob).max() if len(f.stats.cells) else 0.0
     ),
     "region_logistic (fitted on selection)": lambda f, w: _logistic_slide(f.stats, w.logistic),
@@ -408,6 +409,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--calibrate", action="store_true", help="fit the aggregator, choose thresholds, re-stamp")
     p.add_argument("--out", type=Path, default=None, help="with --calibrate: write here (default: --model)")
     p.add_argument("--dry-run", action="store_true", help="with --calibrate: print, do not write")
+    p.add_argument(
+        "--tile-threshold",
+        type=float,
+        default=None,
+        help=f"with --calibrate: tiles at or above this form regions (default {TILE_THRESHOLD})",
+    )
     p.add_argument("--engine-check", action="store_true", help="validate on real mosaic slides")
     p.add_argument("--engine-big", type=int, default=0, help="with --engine-check: add a negative of N tiles")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
@@ -430,6 +437,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.replicates < 1:
         p.error("--replicates must be at least 1")
+    if args.tile_threshold is not None and not (args.calibrate and 0 < args.tile_threshold < 1):
+        p.error("--tile-threshold needs --calibrate and a value between 0 and 1")
     if args.without_stubborn_normals and args.calibrate and not args.dry_run:
         p.error("--without-stubborn-normals is a what-if: use it with --calibrate only with --dry-run")
     return args
@@ -479,15 +488,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.without_stubborn_normals:
         table, n_out = without_stubborn_normals(table)
         say(f"# what-if: {n_out} stubborn normal patches left out of the slides (chosen by the model)")
+    policy = Model.load(args.model, threads=1).contract.triage
+    # Regions are formed where the policy forms them; a calibration may choose anew.
+    threshold = args.tile_threshold or (TILE_THRESHOLD if args.calibrate else policy.tile_threshold)
+    say(f"# regions: tiles at p >= {threshold}")
     t0 = time.perf_counter()
     sets = {name: build_set(table, name) for name in HALVES}
-    feats = {name: [features(s.probs) for s in slides] for name, slides in sets.items()}
+    feats = {name: [features(s.probs, threshold) for s in slides] for name, slides in sets.items()}
     pooled = {name: Pooled() for name in HALVES}
     for name in HALVES:
         pooled[name].add(sets[name], feats[name])
         for r in range(1, args.replicates):
             slides = build_set(table, name, r)
-            pooled[name].add(slides, [features(s.probs) for s in slides])
+            pooled[name].add(slides, [features(s.probs, threshold) for s in slides])
     say(
         f"# GRID slides: {args.replicates} replicate set(s) per half built and featurised in "
         f"{time.perf_counter() - t0:.0f} s"
@@ -505,10 +518,9 @@ def main(argv: list[str] | None = None) -> int:
         f"fitted on all {args.replicates} selection sets: {np.round(fits.pooled, 3).tolist()}"
     )
 
-    policy = Model.load(args.model, threads=1).contract.triage
     if args.calibrate:
         policy = TriagePolicy(
-            tile_threshold=TILE_THRESHOLD,
+            tile_threshold=threshold,
             top_k=policy.top_k,
             high_threshold=1.0,  # both thresholds are chosen below, on the rounded weights
             low_threshold=0.0,
@@ -581,7 +593,12 @@ def main(argv: list[str] | None = None) -> int:
         say(f"policy over all {name} sets: {policy_counts(pooled[name], policy)}")
     if args.json:
         what_if = {"without_stubborn_normals": args.without_stubborn_normals}
-        report = {"replicate0": numbers, "replicates": replicates, "what_if": what_if}
+        report = {
+            "replicate0": numbers,
+            "replicates": replicates,
+            "what_if": what_if,
+            "tile_threshold": threshold,
+        }
         args.json.write_text(json.dumps(report))
     if args.engine_check:
         engine_check(table, args.out or args.model, args.data, args.engine_big)

@@ -7,7 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from benchmarks.slide_triage import confident_normals, triage_metrics, without_stubborn_normals
+from benchmarks.slide_triage import (
+    confident_normals,
+    features,
+    parse_args,
+    triage_metrics,
+    without_stubborn_normals,
+)
 from benchmarks.triage_slides import VARIANTS, PatchTable, build_set
 
 
@@ -90,3 +96,17 @@ def test_without_stubborn_normals_keeps_them_off_every_slide(table: PatchTable) 
     assert n_out == 1 and kept.labels[first_normal] == -1
     assert np.array_equal(np.delete(kept.labels, first_normal), np.delete(table.labels, first_normal))
     assert negative_max(kept) <= 0.4  # ... and never once it is left out (other normals: 0-0.4)
+
+
+def test_regions_form_at_the_tile_threshold_asked_for() -> None:
+    grid = np.full((4, 6), np.nan)
+    grid[1, 1:5] = [0.95, 0.6, 0.6, 0.95]  # one region at 0.5; two single tiles at 0.8
+    assert features(grid).stats.cells.tolist() == [4]
+    assert features(grid, 0.8).stats.cells.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("argv", [["--tile-threshold", "0.8"], ["--calibrate", "--tile-threshold", "1.5"]])
+def test_tile_threshold_only_with_a_calibration_and_inside_0_1(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert parse_args(["--calibrate", "--dry-run", "--tile-threshold", "0.8"]).tile_threshold == 0.8
