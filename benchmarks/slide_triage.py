@@ -218,12 +218,13 @@ def set_aside(neg: NDArray[np.float64], pos: NDArray[np.float64], sensitivity: f
 
 
 def triage_metrics(kinds: Sequence[str], scores: NDArray[np.float64]) -> dict[str, float]:
-    """Slide AUC (all positives, >= 0.2 mm) and the negatives set aside at 100% and 98%
-    sensitivity, per class and for metastases of 0.2 mm or more."""
+    """Slide AUC (all positives, >= 0.2 mm, each class) and the negatives set aside at 100% and
+    98% sensitivity, per class and for metastases of 0.2 mm or more."""
     kind = np.array(kinds)
     neg = scores[kind == "negative"]
     goal = scores[np.isin(kind, GOAL_CLASSES)]
     out = {"auc_all": auc(neg, scores[kind != "negative"]), "auc_goal": auc(neg, goal)}
+    out |= {f"auc_{c}": auc(neg, scores[kind == c]) for c in CLASSES}
     for cls, pos in [*((c, scores[kind == c]) for c in CLASSES), ("goal", goal)]:
         out[f"{cls}_100"] = set_aside(neg, pos, 1.0)
         out[f"{cls}_98"] = set_aside(neg, pos, 0.98)
@@ -238,7 +239,7 @@ def report_candidate(name: str, kinds: Sequence[str], scores: NDArray[np.float64
     return "  ".join(parts)
 
 
-SUMMARY_KEYS = ("auc_all", "auc_goal", "goal_100", "goal_98")
+SUMMARY_KEYS = ("auc_all", "auc_itc", "auc_goal", "goal_100", "goal_98")
 
 
 def replicate_summary(

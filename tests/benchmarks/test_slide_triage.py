@@ -25,6 +25,7 @@ def test_triage_metrics_by_hand() -> None:
     assert m["auc_goal"] == pytest.approx(10 / 12)
     # the isolated tumour cells (0.05) beat none
     assert m["auc_all"] == pytest.approx(10 / 16)
+    assert (m["auc_itc"], m["auc_micro"], m["auc_macro"]) == pytest.approx((0.0, 0.75, 1.0))
     # the weakest metastasis >= 0.2 mm (0.25) sets the 100% cut: two negatives lie below it
     assert m["goal_100"] == pytest.approx(0.5)
     assert m["micro_100"] == pytest.approx(0.5)
