@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Reproduce every number of docs/results.md: 16 training runs, the quantization study, the speed
-# benchmarks, then the tables and plots. CPU only; about 5 hours on 2 cores.
+# Reproduce the generated tables and plots of docs/results.md: 16 training runs, the quantization
+# study, the speed benchmarks, then the tables and plots. CPU only; about 5 hours on 2 cores. (The
+# robust-recipe sections, the converged seed studies and the long runs give their own commands.)
 #
 #   bash scripts/results.sh            # needs the training extra: pip install -e ".[train]"
 #
