@@ -30,10 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.slide_triage import STUBBORN_P, STUBBORN_VARIANTS, confident_variants  # noqa: E402
+from benchmarks.slide_triage import DEFAULT_DATA, STUBBORN_P, STUBBORN_VARIANTS, stubborn_normals  # noqa: E402
 from benchmarks.triage_slides import patch_table, read_valid, say  # noqa: E402
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "pcam"
 KEEP = (32, 48, 64)
 
 
@@ -65,13 +64,14 @@ def main(argv: list[str] | None = None) -> int:
 
     model = Model.load(args.model, threads=1)
     side = model.contract.input_size
-    table = patch_table(args.data, args.model, args.cache)  # the variants that define "stubborn"
-    images, labels, _ = read_valid(args.data)
-    whole = model.predict(images[:, :side, :side])
-    stubborn = (labels == 0) & (confident_variants(table) >= STUBBORN_VARIANTS)
+    # slide_triage's table: its variants define "stubborn", and variant 0 is the whole patch as is
+    table = patch_table(args.data, args.model, args.cache)
+    images = read_valid(args.data)[0]
+    whole = table.probs[:, 0]
+    stubborn = stubborn_normals(table)
     groups = {
-        "tumour": labels == 1,
-        "normal": labels == 0,
+        "tumour": table.labels == 1,
+        "normal": table.labels == 0,
         "stubborn normal": stubborn,
     }
     say(f"# stubborn normal: a normal patch at p >= {STUBBORN_P} in >= {STUBBORN_VARIANTS} of its 8 variants")

@@ -328,14 +328,20 @@ def confident_normals(
     )
 
 
+def stubborn_normals(table: PatchTable) -> NDArray[np.bool_]:
+    """Per patch: a normal patch the model puts at p >= STUBBORN_P in at least STUBBORN_VARIANTS
+    of its variants."""
+    return (table.labels == 0) & (confident_variants(table) >= STUBBORN_VARIANTS)
+
+
 def without_stubborn_normals(table: PatchTable) -> tuple[PatchTable, int]:
-    """``table`` with its stubborn normal patches (p >= STUBBORN_P in at least STUBBORN_VARIANTS
-    variants) taken out of both pools (label -1), and how many there were.
+    """``table`` with its :func:`stubborn_normals` taken out of both pools (label -1), and how
+    many there were.
 
     A what-if, not a result: the model itself picks the patches left out, so the slides that
-    follow bound what those few patches cost the triage (some may hold tumour outside PCam's
-    labelled centre; this data cannot tell)."""
-    stubborn = (table.labels == 0) & (confident_variants(table) >= STUBBORN_VARIANTS)
+    follow bound what those few patches cost the triage (``benchmarks/centre_evidence.py``
+    measures where the model's evidence for them lies)."""
+    stubborn = stubborn_normals(table)
     labels = np.where(stubborn, -1, table.labels)
     return dataclasses.replace(table, labels=labels), int(stubborn.sum())
 
@@ -357,6 +363,24 @@ def shipped_scores(feats: Sequence[Features], policy: TriagePolicy) -> NDArray[n
         ]
         return np.array([1.0 - 2.0 ** (-m / MASS_HALF) for m in mass])
     return np.array([f.top10 for f in feats])
+
+
+def calibrated_policy(
+    kinds: Sequence[str], feats: Sequence[Features], weights: NDArray[np.float64], base: TriagePolicy
+) -> TriagePolicy:
+    """``base`` as a region-logistic policy with ``weights`` (rounded as the contract stores them)
+    and the thresholds chosen on the selection slides (``kinds``, ``feats``) from the scores the
+    rounded weights give, i.e. the scores the engine computes."""
+    policy = dataclasses.replace(
+        base,
+        high_threshold=1.0,
+        low_threshold=0.0,
+        score_method="region_logistic",
+        smooth_cells=3,
+        weights=tuple(round(float(w), 4) for w in weights),
+    )
+    low, high = choose_thresholds(kinds, shipped_scores(feats, policy))
+    return dataclasses.replace(policy, low_threshold=low, high_threshold=high)
 
 
 def choose_thresholds(kinds: Sequence[str], scores: NDArray[np.float64]) -> tuple[float, float]:
@@ -465,18 +489,44 @@ class Pooled:
         return [f for fs in self.feats for f in fs]
 
 
-def policy_counts(pooled: Pooled, policy: TriagePolicy) -> str:
-    """The policy's categories summed over every replicate set of one half."""
+@dataclass(frozen=True)
+class CategoryCounts:
+    """A policy's categories summed over every replicate set of one half."""
+
+    negatives: int
+    negatives_low: int
+    negatives_high: int
+    goal: int  # metastases of 0.2 mm or more
+    goal_low: int
+    big: int  # negatives of BIG_NEGATIVE tiles
+    big_low: int
+
+
+def category_counts(pooled: Pooled, policy: TriagePolicy) -> CategoryCounts:
     kinds = np.array(pooled.all_kinds())
     cats = np.array([policy.category(float(x)) for x in shipped_scores(pooled.all_feats(), policy)])
     neg = kinds == "negative"
     goal = np.isin(kinds, GOAL_CLASSES)
     big = neg & (np.array(pooled.tiles) == BIG_NEGATIVE)
+    low = cats == "low suspicion"
+    return CategoryCounts(
+        negatives=int(neg.sum()),
+        negatives_low=int((low & neg).sum()),
+        negatives_high=int((neg & (cats == "high suspicion")).sum()),
+        goal=int(goal.sum()),
+        goal_low=int((low & goal).sum()),
+        big=int(big.sum()),
+        big_low=int((low & big).sum()),
+    )
+
+
+def policy_counts(pooled: Pooled, policy: TriagePolicy) -> str:
+    """The policy's categories summed over every replicate set of one half, as one line."""
+    c = category_counts(pooled, policy)
     return (
-        f"negatives low {np.mean(cats[neg] == 'low suspicion'):.2f} ({int(neg.sum())}), "
-        f"high {int((cats[neg] == 'high suspicion').sum())}; metastases >= 0.2 mm low "
-        f"{int((cats[goal] == 'low suspicion').sum())} of {int(goal.sum())}; 20,000-tile negatives low "
-        f"{int((cats[big] == 'low suspicion').sum())} of {int(big.sum())}"
+        f"negatives low {c.negatives_low / c.negatives:.2f} ({c.negatives}), high {c.negatives_high}; "
+        f"metastases >= 0.2 mm low {c.goal_low} of {c.goal}; 20,000-tile negatives low "
+        f"{c.big_low} of {c.big}"
     )
 
 
@@ -520,14 +570,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     if args.calibrate:
-        policy = TriagePolicy(
+        base = TriagePolicy(
             tile_threshold=threshold,
             top_k=policy.top_k,
-            high_threshold=1.0,  # both thresholds are chosen below, on the rounded weights
-            low_threshold=0.0,
-            score_method="region_logistic",
-            smooth_cells=3,
-            weights=tuple(round(float(w), 4) for w in weights),
             calibration=(
                 "benchmarks/slide_triage.py --calibrate: region logistic regression fitted on "
                 f"{len(sel_kinds)} selection-half PCam mosaic grid slides "
@@ -536,9 +581,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{time.strftime('%Y-%m-%d')}"
             ),
         )
-        # The weights are rounded first, so the thresholds are chosen on the scores the engine computes.
-        low, high = choose_thresholds(sel_kinds, shipped_scores(feats["selection"], policy))
-        policy = dataclasses.replace(policy, low_threshold=low, high_threshold=high)
+        policy = calibrated_policy(sel_kinds, feats["selection"], weights, base)
         say(f"# calibrated policy: {json.dumps(dataclasses.asdict(policy))}")
         if not args.dry_run:
             stamp(model_path, args.out or model_path, policy)

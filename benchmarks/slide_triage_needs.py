@@ -30,12 +30,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.slide_triage import (  # noqa: E402
-    BIG_NEGATIVE,
     DEFAULT_DATA,
-    TILE_THRESHOLD,
-    Features,
     Pooled,
-    choose_thresholds,
+    calibrated_policy,
+    category_counts,
     features,
     fit_aggregator,
     shipped_scores,
@@ -54,21 +52,6 @@ def lower_normals(table: PatchTable, delta: float) -> PatchTable:
     normal = (table.labels == 0)[:, None]
     probs: NDArray[np.float32] = np.where(normal, lowered, table.probs).astype(np.float32)
     return dataclasses.replace(table, probs=probs)
-
-
-def calibrated(kinds: list[str], feats: list[Features]) -> TriagePolicy:
-    """The region policy fitted and thresholded on one selection set, as ``--calibrate`` does."""
-    w = fit_aggregator(kinds, feats)
-    policy = TriagePolicy(
-        tile_threshold=TILE_THRESHOLD,
-        score_method="region_logistic",
-        smooth_cells=3,
-        weights=tuple(round(float(x), 4) for x in w),
-        high_threshold=1.0,
-        low_threshold=0.0,
-    )
-    low, high = choose_thresholds(kinds, shipped_scores(feats, policy))
-    return dataclasses.replace(policy, low_threshold=low, high_threshold=high)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     for delta in deltas:
         table = lower_normals(base, delta)
         sel = build_set(table, "selection")
-        policy = calibrated([s.size_class for s in sel], [features(s.probs) for s in sel])
+        sel_kinds, sel_feats = [s.size_class for s in sel], [features(s.probs) for s in sel]
+        # fitted and thresholded on the first selection set, as --calibrate does
+        weights = fit_aggregator(sel_kinds, sel_feats)
+        policy = calibrated_policy(sel_kinds, sel_feats, weights, TriagePolicy())
         pooled = Pooled()
         aside = []
         neg_tiles: list[NDArray[np.float32]] = []
@@ -102,15 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             aside.append(triage_metrics(kinds, shipped_scores(feats, policy))["goal_100"])
             neg_tiles += [s.probs[np.isfinite(s.probs)] for s in slides if s.size_class == "negative"]
         tiles = np.concatenate(neg_tiles)
-        kinds_all = np.array(pooled.all_kinds())
-        cats = np.array([policy.category(float(x)) for x in shipped_scores(pooled.all_feats(), policy)])
-        neg = kinds_all == "negative"
-        big = neg & (np.array(pooled.tiles) == BIG_NEGATIVE)
+        c = category_counts(pooled, policy)
         say(
             f"{delta:5.2f}  {np.mean(tiles >= 0.5):6.2%} / {np.mean(tiles >= 0.9):5.2%}          "
             f"{np.mean(aside):.2f} ± {np.std(aside):.2f}                         "
-            f"{np.mean(cats[neg] == 'low suspicion'):.0%}, {int((cats[neg] == 'high suspicion').sum())} of "
-            f"{int(neg.sum())}       {int((cats[big] == 'low suspicion').sum())} of {int(big.sum())}"
+            f"{c.negatives_low / c.negatives:.0%}, {c.negatives_high} of {c.negatives}       "
+            f"{c.big_low} of {c.big}"
         )
     return 0
 
