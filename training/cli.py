@@ -107,10 +107,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--consistency-target",
-        choices=("mutual", "anchored"),
+        choices=("mutual", "anchored", "teacher"),
         default="mutual",
         help="mutual: both answers move toward each other; anchored: the first view's answer is a "
-        "fixed target for the second (KL divergence, no gradient through the first)",
+        "fixed target for the second (KL divergence, no gradient through the first); teacher: both "
+        "views move toward a frozen teacher's answer averaged over the two views (needs --teacher)",
+    )
+    t.add_argument(
+        "--teacher", default=None, help="checkpoint of the frozen teacher (--consistency-target teacher)"
     )
     t.add_argument(
         "--init", default=None, help="start from this checkpoint's weights (same architecture): fine-tuning"
@@ -305,6 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 consistency=args.consistency,
                 consistency_target=args.consistency_target,
                 init=args.init,
+                teacher=args.teacher,
                 **recipe,
             )
         train(cfg, arch, resume=args.resume, stop_after=args.stop_after)

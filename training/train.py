@@ -65,8 +65,10 @@ class TrainConfig:
     seam_p: float = 0.0  # same-label 4-patch composites (augment.seam_composites)
     bf16: bool = False  # forward pass and loss under bfloat16 autocast (weights and optimiser fp32)
     consistency: float = 0.0  # weight of the one-pixel-shift consistency term (shift_consistency)
-    consistency_target: str = "mutual"  # "mutual": both views move; "anchored": the first is held
+    consistency_target: str = "mutual"  # "mutual": both views move; "anchored": the first is held;
+    # "teacher": both views move toward a frozen teacher's answer, averaged over the two views
     init: str | None = None  # checkpoint whose weights a new run starts from (fine-tuning)
+    teacher: str | None = None  # checkpoint of the frozen teacher (consistency_target "teacher")
     train_eval_size: int = 1000
     split_seed: int = VALID_SPLIT_SEED
     eval_batch: int = 256
@@ -175,7 +177,23 @@ def anchored_consistency(anchor: torch.Tensor, moved: torch.Tensor) -> torch.Ten
     return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
 
 
+def teacher_consistency(teacher: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Mean KL(p_T || p_view) over both views, where p_T is a frozen teacher's class distribution
+    averaged over the same two views (``teacher`` holds its logits for both, first half first).
+
+    Both views learn one shift-averaged answer, so the student is asked to be stable under the
+    shift without being pulled toward a less confident answer: the target keeps the teacher's
+    confidence wherever the teacher itself is stable.
+    """
+    t_first, t_second = torch.softmax(teacher.detach().float(), dim=1).chunk(2)
+    target = 0.5 * (t_first + t_second)
+    log_t = target.clamp_min(1e-12).log()
+    kl = [(target * (log_t - torch.log_softmax(v.float(), dim=1))).sum(dim=1) for v in (first, second)]
+    return 0.5 * (kl[0] + kl[1]).mean()
+
+
 CONSISTENCY_TERMS = {"mutual": shift_consistency, "anchored": anchored_consistency}
+CONSISTENCY_TARGETS = (*CONSISTENCY_TERMS, "teacher")
 
 
 def selection_shift(
@@ -207,6 +225,21 @@ def init_weights(model: nn.Module, arch: ArchConfig, path: Path) -> None:
     load_weights(model, ckpt["model"])
     model.train()  # drops e2cnn's expanded eval-mode filters, which cannot be copied (weight EMA)
     log.info("weights from %s (epoch %s)", path, ckpt.get("epoch", ckpt.get("state", {}).get("epoch")))
+
+
+def frozen_teacher(cfg: TrainConfig, arch: ArchConfig, device: str) -> nn.Module | None:
+    """The teacher of ``consistency_target == "teacher"`` (weights from ``cfg.teacher``, eval mode,
+    no gradients), or None for the other targets."""
+    if cfg.consistency_target != "teacher":
+        return None
+    if not cfg.teacher:
+        raise ValueError("consistency_target 'teacher' needs a teacher checkpoint (--teacher)")
+    teacher = build_model(arch).to(device)
+    init_weights(teacher, arch, Path(cfg.teacher))
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -291,11 +324,11 @@ def train(
     if cfg.init and not (resume and last_path.is_file()):
         init_weights(model, arch, Path(cfg.init))
     optimizer = make_optimizer(model, cfg)
-    if cfg.consistency_target not in CONSISTENCY_TERMS:
+    if cfg.consistency_target not in CONSISTENCY_TARGETS:
         raise ValueError(
-            f"consistency_target must be one of {sorted(CONSISTENCY_TERMS)}, got {cfg.consistency_target!r}"
+            f"consistency_target must be one of {sorted(CONSISTENCY_TARGETS)}, got {cfg.consistency_target!r}"
         )
-    consistency_term = CONSISTENCY_TERMS[cfg.consistency_target]
+    teacher = frozen_teacher(cfg, arch, device)
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     if cfg.max_steps_per_epoch:
@@ -373,7 +406,12 @@ def train(
                 objective = loss
                 if cfg.consistency > 0:
                     first, second = logits.chunk(2)
-                    js = consistency_term(first, second)
+                    if teacher is not None:
+                        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.bf16):
+                            teacher_logits = teacher(x)
+                        js = teacher_consistency(teacher_logits, first, second)
+                    else:
+                        js = CONSISTENCY_TERMS[cfg.consistency_target](first, second)
                     objective = loss + cfg.consistency * js
                     consistency_sum += float(js.detach()) * len(first)
                 optimizer.zero_grad(set_to_none=True)

@@ -23,6 +23,7 @@ from training.train import (
     epoch_checkpoint,
     lr_factor,
     shift_consistency,
+    teacher_consistency,
     train,
 )
 
@@ -264,6 +265,30 @@ def test_anchored_consistency_moves_only_the_second_view() -> None:
     assert y.grad is not None and float(y.grad[0, 0]) < 0  # the second view moves toward it
 
 
+def test_teacher_consistency_pulls_both_views_toward_the_teachers_averaged_answer() -> None:
+    confident = torch.tensor([[-3.0, 3.0], [-3.0, 3.0]])  # the teacher, both views: p(tumour) 0.998
+    student = torch.tensor([[0.0, 1.0]])
+    assert float(teacher_consistency(confident, student, student)) > 0.0
+    # a student that gives the teacher's answer on both views pays nothing
+    assert float(teacher_consistency(confident, confident[:1], confident[1:])) == pytest.approx(0.0, abs=1e-6)
+    # the target is the mean of the teacher's two answers, not either one: KL(t || s) by hand
+    split = torch.tensor([[0.0, 2.0], [0.0, -2.0]])  # 0.881 and 0.119: mean 0.5
+    even = torch.tensor([[0.0, 0.0]])
+    assert float(teacher_consistency(split, even, even)) == pytest.approx(0.0, abs=1e-6)
+    t = torch.tensor([0.5, 0.5])
+    s = torch.softmax(student[0], 0)
+    expected = float((t * (t / s).log()).sum())
+    assert float(teacher_consistency(split, student, student)) == pytest.approx(expected, rel=1e-5)
+    # gradients reach both student views and never the teacher
+    tl = confident.clone().requires_grad_(True)
+    x = student.clone().requires_grad_(True)
+    y = student.clone().requires_grad_(True)
+    teacher_consistency(tl, x, y).backward()  # type: ignore[no-untyped-call]
+    assert tl.grad is None
+    assert x.grad is not None and y.grad is not None
+    assert float(x.grad[0, 1]) < 0 and float(y.grad[0, 1]) < 0  # both raise p(tumour) toward 0.998
+
+
 def test_a_fine_tune_starts_from_a_checkpoint_and_trains_shift_consistency(
     pcam_h5: Path, tmp_path: Path
 ) -> None:
@@ -288,6 +313,14 @@ def test_a_fine_tune_starts_from_a_checkpoint_and_trains_shift_consistency(
     run = torch.load(anchored / "best.pt", weights_only=False)
     assert run["train_config"]["consistency_target"] == "anchored"
     assert run["history"][0]["train_consistency"] > 0.0  # a KL divergence: no log 2 bound
+    taught = tmp_path / "taught"
+    with pytest.raises(ValueError, match="--teacher"):
+        main([*tune, "--consistency-target", "teacher", *common, "--out", str(taught)])
+    teacher = ["--consistency-target", "teacher", "--teacher", str(src / "best.pt")]
+    assert main([*tune, *teacher, *common, "--out", str(taught)]) == 0
+    run = torch.load(taught / "best.pt", weights_only=False)
+    assert run["train_config"]["teacher"] == str(src / "best.pt")
+    assert run["history"][0]["train_consistency"] > 0.0  # lr 0, but train mode and shifts differ
     other = ["train", "--arch", "conventional", *TINY_HALF_RUN, "--init", str(src / "best.pt")]
     with pytest.raises(ValueError, match="same architecture"):
         main([*other, *common, "--out", str(tmp_path / "other")])
