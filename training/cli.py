@@ -119,6 +119,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--init", default=None, help="start from this checkpoint's weights (same architecture): fine-tuning"
     )
+    t.add_argument(
+        "--negative-focus",
+        type=float,
+        default=0.0,
+        help="weight normal patches by 1 + F * p^2 (p: the model's tumour probability), so confident "
+        "false positives count more (e.g. 4-16; default 0: off)",
+    )
     t.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     t.add_argument(
         "--stop-after", type=int, default=None, help="stop after this many epochs in this call (resume later)"
@@ -310,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 consistency_target=args.consistency_target,
                 init=args.init,
                 teacher=args.teacher,
+                negative_focus=args.negative_focus,
                 **recipe,
             )
         train(cfg, arch, resume=args.resume, stop_after=args.stop_after)

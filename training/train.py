@@ -69,6 +69,9 @@ class TrainConfig:
     # "teacher": both views move toward a frozen teacher's answer, averaged over the two views
     init: str | None = None  # checkpoint whose weights a new run starts from (fine-tuning)
     teacher: str | None = None  # checkpoint of the frozen teacher (consistency_target "teacher")
+    negative_focus: float = (
+        0.0  # extra weight on normal patches the model calls tumour (negative_focus_weights)
+    )
     train_eval_size: int = 1000
     split_seed: int = VALID_SPLIT_SEED
     eval_batch: int = 256
@@ -190,6 +193,19 @@ def teacher_consistency(teacher: torch.Tensor, first: torch.Tensor, second: torc
     log_t = target.clamp_min(1e-12).log()
     kl = [(target * (log_t - torch.log_softmax(v.float(), dim=1))).sum(dim=1) for v in (first, second)]
     return 0.5 * (kl[0] + kl[1]).mean()
+
+
+def negative_focus_weights(logits: torch.Tensor, labels: torch.Tensor, focus: float) -> torch.Tensor:
+    """Per-patch loss weights 1 + focus * p^2 for normal patches (p: the model's own tumour
+    probability, no gradient through it) and 1 for tumour patches.
+
+    A focal-style emphasis on one side only: the confident false positives that decide slide-level
+    triage (a normal tile at p >= 0.9 weighs about 1 + 0.8 focus) get most of the extra weight,
+    normal tiles the model already gets right (p near 0) keep weight 1, and tumour tiles are left
+    alone, so the model is not asked to be less sure of tumour.
+    """
+    p = torch.softmax(logits.detach().float(), dim=1)[:, 1]
+    return 1.0 + focus * p.square() * (labels == 0).float()
 
 
 CONSISTENCY_TERMS = {"mutual": shift_consistency, "anchored": anchored_consistency}
@@ -403,7 +419,13 @@ def train(
                 with torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.bf16):
                     logits = model(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-                objective = loss
+                objective = loss  # the logged loss stays the plain mean; --negative-focus weighs patches
+                if cfg.negative_focus > 0:
+                    each = F.cross_entropy(
+                        logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="none"
+                    )
+                    weights = negative_focus_weights(logits, y, cfg.negative_focus)
+                    objective = (weights * each).sum() / weights.sum()
                 if cfg.consistency > 0:
                     first, second = logits.chunk(2)
                     if teacher is not None:
@@ -412,7 +434,7 @@ def train(
                         js = teacher_consistency(teacher_logits, first, second)
                     else:
                         js = CONSISTENCY_TERMS[cfg.consistency_target](first, second)
-                    objective = loss + cfg.consistency * js
+                    objective = objective + cfg.consistency * js
                     consistency_sum += float(js.detach()) * len(first)
                 optimizer.zero_grad(set_to_none=True)
                 objective.backward()  # type: ignore[no-untyped-call]

@@ -22,6 +22,7 @@ from training.train import (
     anchored_consistency,
     epoch_checkpoint,
     lr_factor,
+    negative_focus_weights,
     shift_consistency,
     teacher_consistency,
     train,
@@ -289,6 +290,16 @@ def test_teacher_consistency_pulls_both_views_toward_the_teachers_averaged_answe
     assert float(x.grad[0, 1]) < 0 and float(y.grad[0, 1]) < 0  # both raise p(tumour) toward 0.998
 
 
+def test_negative_focus_weighs_only_confident_false_positives() -> None:
+    p = torch.tensor([0.95, 0.5, 0.02, 0.95, 0.02])
+    logits = torch.stack([torch.zeros(5), torch.log(p / (1 - p))], dim=1).requires_grad_(True)
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    w = negative_focus_weights(logits, labels, 4.0)
+    assert w.tolist() == pytest.approx([1 + 4 * 0.95**2, 1 + 4 * 0.25, 1 + 4 * 0.02**2, 1.0, 1.0], rel=1e-5)
+    assert not w.requires_grad  # a weight, not a path for the gradient
+    assert torch.equal(negative_focus_weights(logits, labels, 0.0), torch.ones(5))
+
+
 def test_a_fine_tune_starts_from_a_checkpoint_and_trains_shift_consistency(
     pcam_h5: Path, tmp_path: Path
 ) -> None:
@@ -321,6 +332,18 @@ def test_a_fine_tune_starts_from_a_checkpoint_and_trains_shift_consistency(
     run = torch.load(taught / "best.pt", weights_only=False)
     assert run["train_config"]["teacher"] == str(src / "best.pt")
     assert run["history"][0]["train_consistency"] > 0.0  # lr 0, but train mode and shifts differ
+    focused = tmp_path / "focused"
+    assert (
+        main(
+            [*first, "--init", str(src / "best.pt"), "--negative-focus", "4", *common, "--out", str(focused)]
+        )
+        == 0
+    )
+    run = torch.load(focused / "best.pt", weights_only=False)
+    assert run["train_config"]["negative_focus"] == 4.0
+    assert not torch.equal(
+        run["model"]["classifier.weight"], start["model"]["classifier.weight"]
+    )  # it trained
     other = ["train", "--arch", "conventional", *TINY_HALF_RUN, "--init", str(src / "best.pt")]
     with pytest.raises(ValueError, match="same architecture"):
         main([*other, *common, "--out", str(tmp_path / "other")])
