@@ -69,9 +69,7 @@ class TrainConfig:
     # "teacher": both views move toward a frozen teacher's answer, averaged over the two views
     init: str | None = None  # checkpoint whose weights a new run starts from (fine-tuning)
     teacher: str | None = None  # checkpoint of the frozen teacher (consistency_target "teacher")
-    negative_focus: float = (
-        0.0  # extra weight on normal patches the model calls tumour (negative_focus_weights)
-    )
+    negative_focus: float = 0.0  # extra weight on confident false positives (negative_focus_weights)
     train_eval_size: int = 1000
     split_seed: int = VALID_SPLIT_SEED
     eval_batch: int = 256
@@ -206,6 +204,15 @@ def negative_focus_weights(logits: torch.Tensor, labels: torch.Tensor, focus: fl
     """
     p = torch.softmax(logits.detach().float(), dim=1)[:, 1]
     return 1.0 + focus * p.square() * (labels == 0).float()
+
+
+def focused_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float, focus: float
+) -> torch.Tensor:
+    """Cross-entropy averaged with :func:`negative_focus_weights` (the plain mean when focus is 0)."""
+    each = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing, reduction="none")
+    weights = negative_focus_weights(logits, labels, focus)
+    return (weights * each).sum() / weights.sum()
 
 
 CONSISTENCY_TERMS = {"mutual": shift_consistency, "anchored": anchored_consistency}
@@ -421,11 +428,7 @@ def train(
                     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                 objective = loss  # the logged loss stays the plain mean; --negative-focus weighs patches
                 if cfg.negative_focus > 0:
-                    each = F.cross_entropy(
-                        logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="none"
-                    )
-                    weights = negative_focus_weights(logits, y, cfg.negative_focus)
-                    objective = (weights * each).sum() / weights.sum()
+                    objective = focused_cross_entropy(logits, y, cfg.label_smoothing, cfg.negative_focus)
                 if cfg.consistency > 0:
                     first, second = logits.chunk(2)
                     if teacher is not None:

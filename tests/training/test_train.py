@@ -21,6 +21,7 @@ from training.train import (
     TrainConfig,
     anchored_consistency,
     epoch_checkpoint,
+    focused_cross_entropy,
     lr_factor,
     negative_focus_weights,
     shift_consistency,
@@ -298,6 +299,15 @@ def test_negative_focus_weighs_only_confident_false_positives() -> None:
     assert w.tolist() == pytest.approx([1 + 4 * 0.95**2, 1 + 4 * 0.25, 1 + 4 * 0.02**2, 1.0, 1.0], rel=1e-5)
     assert not w.requires_grad  # a weight, not a path for the gradient
     assert torch.equal(negative_focus_weights(logits, labels, 0.0), torch.ones(5))
+    # the objective: the weighted mean of the per-patch losses; the plain mean at focus 0
+    each = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    plain = float(each.mean())
+    assert float(focused_cross_entropy(logits, labels, 0.0, 0.0)) == pytest.approx(plain, rel=1e-6)
+    expected = float((w * each).sum() / w.sum())
+    focused = float(focused_cross_entropy(logits, labels, 0.0, 4.0))
+    assert (
+        focused == pytest.approx(expected, rel=1e-6) and focused > plain
+    )  # the costly false positive counts more
 
 
 def test_a_fine_tune_starts_from_a_checkpoint_and_trains_shift_consistency(
@@ -333,17 +343,12 @@ def test_a_fine_tune_starts_from_a_checkpoint_and_trains_shift_consistency(
     assert run["train_config"]["teacher"] == str(src / "best.pt")
     assert run["history"][0]["train_consistency"] > 0.0  # lr 0, but train mode and shifts differ
     focused = tmp_path / "focused"
-    assert (
-        main(
-            [*first, "--init", str(src / "best.pt"), "--negative-focus", "4", *common, "--out", str(focused)]
-        )
-        == 0
-    )
+    focus = ["--init", str(src / "best.pt"), "--negative-focus", "4"]
+    assert main([*first, *focus, *common, "--out", str(focused)]) == 0
     run = torch.load(focused / "best.pt", weights_only=False)
     assert run["train_config"]["negative_focus"] == 4.0
-    assert not torch.equal(
-        run["model"]["classifier.weight"], start["model"]["classifier.weight"]
-    )  # it trained
+    head = "classifier.weight"
+    assert not torch.equal(run["model"][head], start["model"][head])  # it trained (lr left at default)
     other = ["train", "--arch", "conventional", *TINY_HALF_RUN, "--init", str(src / "best.pt")]
     with pytest.raises(ValueError, match="same architecture"):
         main([*other, *common, "--out", str(tmp_path / "other")])
