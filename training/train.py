@@ -434,11 +434,11 @@ def train(
                     if teacher is not None:
                         with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.bf16):
                             teacher_logits = teacher(x)
-                        js = teacher_consistency(teacher_logits, first, second)
+                        term = teacher_consistency(teacher_logits, first, second)
                     else:
-                        js = CONSISTENCY_TERMS[cfg.consistency_target](first, second)
-                    objective = objective + cfg.consistency * js
-                    consistency_sum += float(js.detach()) * len(first)
+                        term = CONSISTENCY_TERMS[cfg.consistency_target](first, second)
+                    objective = objective + cfg.consistency * term
+                    consistency_sum += float(term.detach()) * len(first)
                 optimizer.zero_grad(set_to_none=True)
                 objective.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
