@@ -14,6 +14,8 @@ their sum). ``--malloc keep`` measures with the malloc settings ``python -m trai
 (:func:`training.allocator.keep_freed_memory`); ``default`` with glibc's own. ``--channels-last``
 steps both nets on channels-last memory (not what training uses: e2cnn's field-shared batch norm
 views the channels as fields, which needs channel-first memory, so the equivariant net copies).
+``--bf16`` measures bfloat16 autocast even on a CPU without native bfloat16, where it is emulated
+and slow (the header says which; ``train --bf16`` runs float32 there: ``training.precision``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from training.batches import channel_stats, make_batch
 from training.config import ArchConfig
 from training.data import load_patches
 from training.models import build_model
+from training.precision import native_bfloat16
 from training.train import ROBUST_RECIPE, TrainConfig
 
 
@@ -113,7 +116,8 @@ def main() -> int:
     out.write(
         f"{args.threads} thread(s), batch {args.batch}, width {args.width}, expansion {args.expansion}, "
         f"recipe {args.recipe}, {strides}, malloc {'keep' if kept else 'default'}, "
-        f"{'channels-last' if args.channels_last else 'channel-first'} memory; "
+        f"{'channels-last' if args.channels_last else 'channel-first'} memory, "
+        f"native bfloat16 {'yes' if native_bfloat16() else 'no (train --bf16 runs float32 here)'}; "
         f"patches/s (median of {args.steps} steps)\n"
     )
     header = ("net", "prepare", "forward", "backward", "optim", "step", "serial", "overlap")

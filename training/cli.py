@@ -96,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--bf16",
         action="store_true",
-        help="forward pass in bfloat16 autocast (faster on CPUs with AVX512-BF16 or AMX, slower without)",
+        help="forward pass in bfloat16 autocast where the CPU has it natively (AVX512-BF16 or AMX; "
+        "float32 elsewhere, where emulated bfloat16 is several times slower)",
     )
     t.add_argument(
         "--consistency",

@@ -28,6 +28,7 @@ from training.data import Patches, load_patches
 from training.ema import WeightEMA
 from training.metrics import accuracy, auc, nll
 from training.models import build_model, load_weights
+from training.precision import effective_bf16
 from training.splits import VALID_SPLIT_SEED, halve, pixel_groups, stratified_subset
 
 log = logging.getLogger(__name__)
@@ -252,8 +253,8 @@ def init_weights(model: nn.Module, arch: ArchConfig, path: Path) -> None:
 
 def frozen_teacher(cfg: TrainConfig, arch: ArchConfig, device: str) -> nn.Module | None:
     """The teacher of ``consistency_target == "teacher"`` (weights from ``cfg.teacher``, eval mode,
-    no gradients), or None for the other targets."""
-    if cfg.consistency_target != "teacher":
+    no gradients), or None for the other targets and when the term is off (``consistency`` 0)."""
+    if cfg.consistency_target != "teacher" or cfg.consistency <= 0:
         return None
     if not cfg.teacher:
         raise ValueError("consistency_target 'teacher' needs a teacher checkpoint (--teacher)")
@@ -330,6 +331,7 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    bf16 = cfg.bf16 if device == "cuda" else effective_bf16(cfg.bf16)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -423,7 +425,7 @@ def train(
                 if step + 1 < steps_per_epoch:
                     pending = prep.submit(batch, step + 1)
                 x, y = x.to(device), y.to(device)
-                with torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.bf16):
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
                     logits = model(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                 objective = loss  # the logged loss stays the plain mean; --negative-focus weighs patches
@@ -432,7 +434,7 @@ def train(
                 if cfg.consistency > 0:
                     first, second = logits.chunk(2)
                     if teacher is not None:
-                        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.bf16):
+                        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
                             teacher_logits = teacher(x)
                         term = teacher_consistency(teacher_logits, first, second)
                     else:

@@ -22,6 +22,7 @@ from training.train import (
     anchored_consistency,
     epoch_checkpoint,
     focused_cross_entropy,
+    frozen_teacher,
     lr_factor,
     negative_focus_weights,
     shift_consistency,
@@ -289,6 +290,15 @@ def test_teacher_consistency_pulls_both_views_toward_the_teachers_averaged_answe
     assert tl.grad is None
     assert x.grad is not None and y.grad is not None
     assert float(x.grad[0, 1]) < 0 and float(y.grad[0, 1]) < 0  # both raise p(tumour) toward 0.998
+
+
+def test_a_teacher_is_loaded_only_when_its_term_is_on(tmp_path: Path) -> None:
+    arch = ArchConfig(arch="conventional", width=0.25, strides=FAST)
+    cfg = TrainConfig(data="", out_dir="", consistency_target="teacher")
+    assert frozen_teacher(cfg, arch, "cpu") is None  # the term is off: no teacher needed
+    with pytest.raises(ValueError, match="--teacher"):
+        frozen_teacher(replace(cfg, consistency=1.0), arch, "cpu")
+    assert frozen_teacher(replace(cfg, consistency=1.0, consistency_target="anchored"), arch, "cpu") is None
 
 
 def test_negative_focus_weighs_only_confident_false_positives() -> None:
