@@ -62,7 +62,7 @@ class SlideOutcome:
     """One row of the batch summary; a failure keeps what went wrong and the remedy apart."""
 
     job: SlideJob
-    status: str  # "ok", "cached" or "failed"
+    status: str  # "ok", "cached", "failed", or "busy" (another process is writing its result)
     summary: SlideSummary | None = None
     error: str = ""  # what went wrong, without advice
     remedy: Remedy | None = None
@@ -198,7 +198,9 @@ def run_batch(
     default_mpp: float | None = None,
     resume: bool = True,
 ) -> list[SlideOutcome]:
-    """Analyse each job in turn; ``summary.csv`` is rebuilt from the folder after each.
+    """Analyse each job in turn; ``summary.csv`` is rebuilt from the folder after each slide
+    analysed (or failed) and at the end, so resuming a large batch of finished slides reads the
+    folder once, not once per slide.
 
     With ``resume`` a stored result is reused only if it is of exactly this input (path and
     content fingerprint), model, parameters and µm/px; without it every slide is analysed again
@@ -213,9 +215,12 @@ def run_batch(
             on_start(job)
         outcome = analyse_job(job, out_dir, model, params, mpp, progress, cancel, default_mpp, resume)
         outcomes.append(outcome)
-        write_batch_summary(out_dir, outcomes)
+        if outcome.status != "cached":  # a reused result changes nothing in the folder
+            write_batch_summary(out_dir, outcomes)
         if on_done:
             on_done(outcome)
+    if not outcomes or outcomes[-1].status == "cached":
+        write_batch_summary(out_dir, outcomes)
     return outcomes
 
 
@@ -246,11 +251,23 @@ def analyse_job(
         return SlideOutcome(job, "ok", summary)
     except EquiTriageError as exc:
         if cancel is not None and cancel.is_set():
-            raise
-        if isinstance(exc, OutputError) and not isinstance(exc, ResultLockedError):
+            if isinstance(exc, CancelledError):
+                raise
+            raise CancelledError("batch cancelled") from exc  # the cancel, not the slide, ends it
+        if isinstance(exc, ResultLockedError):
+            log.debug("%s: %s", job.name, exc)
+            return SlideOutcome(job, "busy", error=exc.problem, remedy=exc.remedy)
+        if isinstance(exc, OutputError):
             raise  # the output folder itself is broken: no later slide can be written either
         log.debug("%s failed: %s", job.name, exc)
         return SlideOutcome.failed(job, exc)
+    except Exception as exc:  # a bug, or a slide that exhausts memory: it fails alone, as on Dask
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("batch cancelled") from exc
+        log.debug("%s: unexpected error", job.name, exc_info=True)
+        return SlideOutcome.failed(
+            job, EquiTriageError(f"{job.path}: unexpected error ({type(exc).__name__}: {exc})")
+        )
 
 
 def finished_in(out_dir: Path) -> list[tuple[str, SlideSummary]]:
@@ -268,14 +285,18 @@ def finished_in(out_dir: Path) -> list[tuple[str, SlideSummary]]:
 
 
 def folder_view(out_dir: Path, outcomes: Iterable[SlideOutcome] = ()) -> list[SlideOutcome]:
-    """The whole output folder as outcomes: every finished result there, plus this run's failures.
+    """The whole output folder as outcomes: every finished result there, plus this run's failures
+    and the slides another process was writing (when no result of theirs is there yet).
 
-    A failure of this run hides an older result of the same slide (it no longer stands).
+    A failure of this run hides an older result of the same slide (it no longer stands); a slide
+    another process was writing hides nothing.
     """
     failed = {o.job.name: o for o in outcomes if o.status == "failed"}
-    current = {o.job.name: o for o in outcomes if o.status != "failed"}
+    busy = {o.job.name: o for o in outcomes if o.status == "busy"}
+    current = {o.job.name: o for o in outcomes if o.status not in ("failed", "busy")}
     view: list[SlideOutcome] = list(failed.values())
     for name, summary in finished_in(out_dir):
+        busy.pop(name, None)  # another process's finished result stands
         if name in failed:
             continue
         if name in current:
@@ -283,7 +304,7 @@ def folder_view(out_dir: Path, outcomes: Iterable[SlideOutcome] = ()) -> list[Sl
             continue
         path = Path(summary.input.path) if summary.input is not None else Path(name)
         view.append(SlideOutcome(SlideJob(path, name), "saved", summary))
-    return view
+    return view + list(busy.values())
 
 
 def write_batch_summary(out_dir: Path, outcomes: Iterable[SlideOutcome] = ()) -> None:

@@ -14,7 +14,9 @@ mapping of errors to exit codes (:func:`main`). What each command does is in
 from __future__ import annotations
 
 import argparse
+import io
 import logging
+import math
 import signal
 import sys
 import threading
@@ -123,8 +125,8 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
     return value
 
 
@@ -140,6 +142,9 @@ def _positive_int(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None, pending_signals: list[int] | None = None) -> int:
     """Run the command line; ``pending_signals`` are signals caught before it started."""
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 never crashes a print
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.quiet, args.verbose)

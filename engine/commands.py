@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from engine.errors import CancelledError, Remedy
@@ -86,7 +87,7 @@ def _run(args: argparse.Namespace, jobs: list[Any], resume: bool, cancel: thread
         bar.close()
         if outcome.status == "cached":
             log.info("%s: already analysed with this model, skipped", outcome.job.label)
-        elif outcome.status == "failed":
+        elif outcome.status in ("failed", "busy"):
             log.warning("%s", outcome.message(remedies))
 
     if cancel.is_set():  # a signal came while the model loaded
@@ -118,11 +119,16 @@ def _report(args: argparse.Namespace, outcomes: list[Any], remedies: dict[Remedy
 
     _out(_table(ranked(outcomes), remedies))
     failed = sum(o.status == "failed" for o in outcomes)
+    busy = sum(o.status == "busy" for o in outcomes)
+    left = f", {busy} left to another process writing them" if busy else ""
     _out(
-        f"{len(outcomes) - failed} of {len(outcomes)} slides analysed; results in {args.out}",
+        f"{len(outcomes) - failed - busy} of {len(outcomes)} slides analysed{left}; results in {args.out}",
         sys.stderr if args.quiet else sys.stdout,
     )
-    return EXIT_FAILED if failed else EXIT_OK
+    # batch leaves a slide that another process is writing to it; analyse was asked for that slide
+    if failed or (busy and args.command in ("analyse", "analyze")):
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _run_on_cluster(
@@ -240,10 +246,21 @@ def cmd_analyse(args: argparse.Namespace, cancel: threading.Event) -> int:
     return _run(args, jobs, resume=False, cancel=cancel)
 
 
+def _holds(outer: Path, inner: Path) -> bool:
+    """Whether folder ``inner`` is ``outer`` or lies inside it (links resolved)."""
+    try:
+        return inner.resolve().is_relative_to(outer.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
 def cmd_batch(args: argparse.Namespace, cancel: threading.Event) -> int:
     from engine.batch import discover_slides
     from engine.errors import SlideNotFoundError
 
+    if _holds(args.out, args.folder):  # every slide would be skipped as being in the output folder
+        say_error(f"--out {args.out}: the slide folder {args.folder} is in it; choose another --out")
+        return EXIT_USAGE
     try:
         jobs = discover_slides(args.folder, args.recursive, exclude=args.out)
     except SlideNotFoundError as exc:

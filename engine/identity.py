@@ -11,7 +11,11 @@
   sharing the folder) never write the same folder at once. A lock whose process on this machine is
   gone is stale and taken over; a lock from another machine, whose process cannot be checked, is
   a lease that its holder renews every :data:`LOCK_REFRESH_S` and that goes stale after
-  :data:`LOCK_LEASE_S` without renewal (its machine or process died).
+  :data:`LOCK_LEASE_S` without renewal (its machine or process died). Inside one process (the app
+  triaging a folder while it analyses one slide) the locks it holds are known, so a second
+  writer of the same folder is refused there too. Each lock carries a token: releasing removes
+  only one's own lock file, and a stale one is taken over only if it is still the one judged
+  stale.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import platform
 import re
 import threading
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 
@@ -127,6 +132,14 @@ def this_host() -> str:
     return platform.node() or "localhost"
 
 
+_HELD_HERE: dict[str, str] = {}  # lock file -> token of the lock this process holds (or is taking)
+_HELD_GUARD = threading.Lock()
+
+
+def _key(path: Path) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
 class ResultLock:
     """Exclusive right to write one result folder, for as long as the ``with`` block lasts."""
 
@@ -134,6 +147,7 @@ class ResultLock:
         self.folder = folder
         self.path = folder / LOCK
         self._held = False
+        self._token = uuid.uuid4().hex
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -144,21 +158,32 @@ class ResultLock:
             raise OutputError(f"cannot write {self.folder}: the output folder was removed") from exc
         except OSError as exc:
             raise OutputError(f"cannot create {self.folder} ({exc.strerror or exc})") from exc
+        with _HELD_GUARD:  # within this process the answer is known without the file
+            if _key(self.path) in _HELD_HERE:
+                raise ResultLockedError(f"{self.folder.name}: being analysed by this program")
+            _HELD_HERE[_key(self.path)] = self._token
+        try:
+            self._create()
+        except BaseException:
+            self._forget()
+            raise
+
+    def _create(self) -> None:
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
+                seen = self._text()
                 holder = self.holder()
                 if holder is not None:
                     raise ResultLockedError(f"{self.folder.name}: being analysed by {holder}") from None
-                log.debug("removing stale lock %s", self.path)
-                with contextlib.suppress(FileNotFoundError):
-                    self.path.unlink()
+                self._take_over(seen)
                 continue
             except OSError as exc:
                 raise OutputError(f"cannot write to {self.folder} ({exc.strerror or exc})") from exc
             try:
-                os.write(fd, f"{os.getpid()} {this_host()}\n".encode("utf-8", "surrogateescape"))
+                line = f"{os.getpid()} {this_host()} {self._token}\n"
+                os.write(fd, line.encode("utf-8", "surrogateescape"))
             except OSError as exc:
                 os.close(fd)
                 with contextlib.suppress(OSError):
@@ -182,14 +207,48 @@ class ResultLock:
             return "another process" if self._age() < LOCK_WRITE_GRACE_S else None
         if host is not None and host != this_host():
             return f"a process on {host} (pid {pid})" if self._age() < LOCK_LEASE_S else None
-        if pid != os.getpid() and _alive(pid):
+        if pid == os.getpid():  # held only if another lock of this process holds it now
+            with _HELD_GUARD:
+                token = _HELD_HERE.get(_key(self.path))
+            if token is not None and token != self._token and self._owner_token() == token:
+                return "this program"
+            return None  # left by an earlier process with the same pid
+        if _alive(pid):
             return f"another process (pid {pid})"
         return None
+
+    def _take_over(self, seen: str | None) -> None:
+        """Remove the stale lock whose text was ``seen``, unless it changed meanwhile: it is first
+        moved aside, so of two processes taking over the same stale lock only one removes it,
+        and a fresh lock moved aside by mistake is put back."""
+        aside = self.path.with_name(f"{LOCK}.stale-{self._token}")
+        try:
+            os.replace(self.path, aside)
+        except FileNotFoundError:
+            return  # someone else removed it first
+        except OSError as exc:
+            raise OutputError(f"cannot write to {self.folder} ({exc.strerror or exc})") from exc
+        try:
+            moved = aside.read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError:
+            moved = None
+        if moved != seen:  # a new lock was made between our look and the move: give it back
+            with contextlib.suppress(OSError):
+                os.link(aside, self.path)
+        log.debug("took over stale lock %s", self.path)
+        with contextlib.suppress(OSError):
+            aside.unlink()
 
     def held_elsewhere(self) -> bool:
         """Whether another machine holds a live lease on this folder (it may be about to expire)."""
         owner = self._owner()
         return owner is not None and owner[1] not in (None, this_host()) and self.holder() is not None
+
+    def _text(self) -> str | None:
+        try:
+            return self.path.read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError:
+            return None
 
     def _owner(self) -> tuple[int, str | None] | None:
         try:
@@ -198,12 +257,16 @@ class ResultLock:
             return None
         except OSError:
             return 0, None
-        parts = text.split(maxsplit=1)
+        parts = text.split()
         try:
             pid = int(parts[0]) if parts else 0
         except ValueError:
             return 0, None
-        return pid, parts[1].strip() if len(parts) > 1 else None  # no host: written by an older version
+        return pid, parts[1] if len(parts) > 1 else None  # no host: written by an older version
+
+    def _owner_token(self) -> str | None:
+        parts = (self._text() or "").split()
+        return parts[2] if len(parts) > 2 else None
 
     def _age(self) -> float:
         try:
@@ -223,8 +286,15 @@ class ResultLock:
             if self._renewer is not None:
                 self._renewer.join(timeout=1.0)
                 self._renewer = None
-            with contextlib.suppress(OSError):
-                self.path.unlink()
+            if self._owner_token() == self._token:  # never another writer's lock
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+            self._forget()
+
+    def _forget(self) -> None:
+        with _HELD_GUARD:
+            if _HELD_HERE.get(_key(self.path)) == self._token:
+                del _HELD_HERE[_key(self.path)]
 
     def __enter__(self) -> ResultLock:
         self.acquire()

@@ -88,7 +88,10 @@ class Model:
         p = Path(path) if path is not None else default_model_path()
         if not p.is_file():
             raise ModelNotFoundError(f"{p}: no model file there")
-        sha256 = file_sha256(p)
+        try:
+            sha256 = file_sha256(p)
+        except OSError as exc:  # e.g. not readable by this user
+            raise ModelError(f"{p}: cannot be read ({exc.strerror or exc})", Remedy.CHECK_MODEL_PATH) from exc
         if path is None:
             verify_shipped(p, sha256)
         options = ort.SessionOptions()

@@ -62,19 +62,29 @@ def output_error(path: Path, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {path} ({exc.strerror or exc})")
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def _stage(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write ``path``'s new content beside it under a temporary name (on disk, synced); return it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
         _discard(tmp)
         raise output_error(path, exc) from exc
     except BaseException:
         _discard(tmp)
         raise
+    return tmp
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = _stage(path, write)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        _discard(tmp)
+        raise output_error(path, exc) from exc
 
 
 def _discard(path: Path) -> None:
@@ -82,35 +92,79 @@ def _discard(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def _bytes_writer(data: bytes) -> Callable[[Path], None]:
     def write(tmp: Path) -> None:
         tmp.write_bytes(data)
 
-    _atomic(path, write)
+    return write
+
+
+def _png_writer(image: Image.Image) -> Callable[[Path], None]:
+    return lambda tmp: image.save(tmp, format="PNG", optimize=False)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    _atomic(path, _bytes_writer(data))
+
+
+def utf8(text: str) -> bytes:
+    """``text`` as UTF-8. A file name that is not UTF-8 on disk reaches Python with its odd bytes
+    as lone surrogates, which UTF-8 cannot hold: those bytes are written as U+FFFD instead."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode("utf-8")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+    write_bytes_atomic(path, utf8(text))
+
+
+def json_bytes(data: Any) -> bytes:
+    """JSON in UTF-8; where a string holds a lone surrogate (a non-UTF-8 file name), every
+    non-ASCII character is escaped instead, so the very same string is read back."""
+    try:
+        return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(data, indent=2) + "\n").encode("ascii")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_bytes_atomic(path, json_bytes(data))
 
 
 def save_image_atomic(path: Path, image: Image.Image) -> None:
-    _atomic(path, lambda tmp: image.save(tmp, format="PNG", optimize=False))
+    _atomic(path, _png_writer(image))
 
 
 def prepare_dir(folder: Path) -> None:
-    """Create ``folder`` (in an output folder that exists), drop an old completion mark and
-    stale temporary files."""
+    """Create ``folder`` (in an output folder that exists) and drop stale temporary files."""
     try:
         folder.mkdir(exist_ok=True)
-        (folder / SUMMARY).unlink(missing_ok=True)
         for stale in folder.glob(".*.tmp-*"):
             stale.unlink(missing_ok=True)
     except OSError as exc:
         raise output_error(folder / SUMMARY, exc) from exc
+
+
+def _replace_all(folder: Path, files: list[tuple[Path, Callable[[Path], None]]]) -> None:
+    """Write ``files`` into ``folder`` as one result: all of them are staged first, so a failure
+    (a full disk) leaves the old result whole; then the old completion mark goes, the files
+    replace the old ones, and the last of them (``summary.json``) marks the new result complete.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, write in files:
+            staged.append((_stage(path, write), path))
+        try:
+            (folder / SUMMARY).unlink(missing_ok=True)
+            for tmp, path in staged:
+                os.replace(tmp, path)
+        except OSError as exc:
+            raise output_error(folder / SUMMARY, exc) from exc
+    finally:
+        for tmp, _ in staged:
+            _discard(tmp)  # a no-op for those already in place
 
 
 def check_writable(folder: Path) -> None:
@@ -210,9 +264,7 @@ def write_results(
     grid_probs = analysis.prob_grid()
     cell_mm2 = analysis.plan.grid.cell_mm2(contract.mpp)
     regions = find_regions(grid_probs, analysis.plan.grid, contract.triage.tile_threshold, cell_mm2)
-    write_text_atomic(folder / TILES, tiles_csv(analysis))
     heat, scale = heatmap_image(grid_probs, floor=contract.triage.tile_threshold)
-    save_image_atomic(folder / HEATMAP, heat)
     summary = build_summary(analysis, model, params, regions, scale, identity)  # written last
     overlay = overlay_image(
         analysis.plan.thumbnail,
@@ -222,10 +274,18 @@ def write_results(
         caption=caption(summary),
         threshold=contract.triage.tile_threshold,
     )
-    save_image_atomic(folder / OVERLAY, overlay)
-    save_image_atomic(folder / TISSUE, Image.fromarray(analysis.plan.tissue_mask.astype(np.uint8) * 255))
-    write_json_atomic(folder / REGIONS, regions_geojson(regions, contract.model_version))
-    write_json_atomic(folder / SUMMARY, summary.to_json())
+    tissue = Image.fromarray(analysis.plan.tissue_mask.astype(np.uint8) * 255)
+    _replace_all(
+        folder,
+        [
+            (folder / TILES, _bytes_writer(utf8(tiles_csv(analysis)))),
+            (folder / HEATMAP, _png_writer(heat)),
+            (folder / OVERLAY, _png_writer(overlay)),
+            (folder / TISSUE, _png_writer(tissue)),
+            (folder / REGIONS, _bytes_writer(json_bytes(regions_geojson(regions, contract.model_version)))),
+            (folder / SUMMARY, _bytes_writer(json_bytes(summary.to_json()))),
+        ],
+    )
     return summary
 
 

@@ -387,10 +387,14 @@ def open_slide(path: str | Path, mpp: float | None = None, default_mpp: float | 
         slide = _open_plain_image(p)
     else:
         raise UnsupportedSlideError(_unsupported_message(p))
-    if mpp is not None:
-        slide.with_mpp(mpp)
-    elif default_mpp is not None:
-        slide.with_default_mpp(default_mpp)
+    try:
+        if mpp is not None:
+            slide.with_mpp(mpp)
+        elif default_mpp is not None:
+            slide.with_default_mpp(default_mpp)
+    except BaseException:
+        slide.close()  # a bad µm/px must not leave the file open
+        raise
     facts = (slide.vendor, slide.level_count, slide.mpp, slide.mpp_origin)
     log.debug("opened %s: %s, %s levels, mpp %s (%s)", p, *facts)
     return slide

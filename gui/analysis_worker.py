@@ -147,7 +147,7 @@ class BatchWorker(QRunnable):
             s.started.emit(job)
 
         def on_done(outcome: SlideOutcome) -> None:
-            if outcome.status == "failed":
+            if outcome.status in ("failed", "busy"):
                 log.warning("%s", outcome_message(outcome))
             s.outcome.emit(outcome)
 

@@ -11,7 +11,7 @@ from engine.summary import SlideSummary
 from gui.remedies import outcome_message
 from gui.state import Observable
 
-STATUS_ORDER = {"failed": 0, "running": 1, "queued": 2, "cancelled": 3, "saved": 4, "done": 5}
+STATUS_ORDER = {"failed": 0, "running": 1, "busy": 2, "queued": 3, "cancelled": 4, "saved": 5, "done": 6}
 
 
 @dataclass
@@ -76,7 +76,7 @@ class BatchState(Observable):
 
     def mark_queued(self) -> None:
         for i, row in enumerate(self.rows):
-            if row.status in ("failed", "cancelled", "running"):
+            if row.status in ("failed", "busy", "cancelled", "running"):
                 row.status, row.error, row.done, row.total = "queued", "", 0, 0
                 self._changed(i)
 
@@ -101,6 +101,9 @@ class BatchState(Observable):
         row = self.rows[i]
         if outcome.status == "failed":
             row.status, row.error, row.summary = "failed", outcome_message(outcome), None
+        elif outcome.status == "busy":  # another process is writing it: show what is on disk
+            row.status, row.error = "busy", outcome_message(outcome)
+            row.summary = read_summary(self.out_dir / outcome.job.name) if self.out_dir else None
         else:
             row.status, row.summary = "done", outcome.summary
             row.error = "already analysed with this model" if outcome.status == "cached" else ""
@@ -113,6 +116,6 @@ class BatchState(Observable):
                 self._changed(i)
 
     def counts(self) -> tuple[int, int]:
-        """(finished or failed, total)."""
-        finished = sum(r.status in ("done", "failed", "saved") for r in self.rows)
+        """(finished, failed or left to another process, total)."""
+        finished = sum(r.status in ("done", "failed", "saved", "busy") for r in self.rows)
         return finished, len(self.rows)

@@ -113,7 +113,7 @@ class BatchTableModel(QAbstractTableModel):
         if col == 1:
             return row.status
         if col == COL_PROGRESS:
-            return "–" if row.status == "failed" else f"{row.fraction * 100:.0f} %"
+            return "–" if row.status in ("failed", "busy") else f"{row.fraction * 100:.0f} %"
         if col == COL_SCORE:
             return "" if row.score is None else f"{row.score:.3f}"
         if col == COL_CATEGORY:

@@ -136,9 +136,11 @@ class FolderController(QObject):
             self.state.cancelled()
         done, total = self.state.counts()
         failed = sum(r.status == "failed" for r in self.state.rows)
+        busy = sum(r.status == "busy" for r in self.state.rows)
         self.status.emit(
             f"Folder triage {'cancelled' if cancelled else 'finished'}: {done} of {total} slides"
-            + (f", {failed} could not be analysed" if failed else ""),
+            + (f", {failed} could not be analysed" if failed else "")
+            + (f", {busy} left to another program writing them" if busy else ""),
             15000,
         )
         self.view.table.sortByColumn(COL_SCORE, Qt.SortOrder.DescendingOrder)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from engine.batch import analyse_file, discover_slides, is_finished, job_for
+from engine.batch import analyse_file, discover_slides, is_finished, job_for, run_batch
 from engine.errors import CancelledError
 from engine.identity import LOCK, results_name
 from engine.model import Model
@@ -158,3 +158,26 @@ def test_a_cancel_after_the_last_tile_still_writes_nothing(model: Model, tmp_pat
     assert cancel.is_set()
     assert sorted(p.name for p in (tmp_path / job.name).iterdir()) == []  # no result, no lock
     assert not (tmp_path / job.name / LOCK).exists()
+
+
+def test_an_unexpected_error_fails_its_slide_alone(model: Model, tmp_path: Path) -> None:
+    """Not every failure is an EquiTriageError (a slide that exhausts memory, a bug): each slide
+    gets its own outcome and the batch goes on, as on Dask. Here a library caller's infinite
+    µm/px makes the opened slide raise a ValueError."""
+    jobs = []
+    for name in ("a.png", "b.png"):
+        Image.fromarray(synthetic_pixels(600, 500, (100, 100, 500, 400))).save(tmp_path / name)
+        jobs.append(job_for(tmp_path / name))
+    (out := tmp_path / "out").mkdir()
+    outcomes = run_batch(jobs, out, model, PARAMS, mpp=float("inf"))
+    assert [o.job for o in outcomes] == jobs  # the first did not stop the second
+    assert all(o.status == "failed" and "unexpected error (ValueError" in o.error for o in outcomes)
+    assert (out / "summary.csv").read_text().count("unexpected error") == 2
+
+
+def test_a_cancel_wins_over_the_slide_failing_at_that_moment(model: Model, tmp_path: Path) -> None:
+    cancel = threading.Event()
+    missing = job_for(tmp_path / "gone.svs")
+    (out := tmp_path / "out").mkdir()
+    with pytest.raises(CancelledError):  # not a "failed" outcome: the batch was interrupted
+        run_batch([missing], out, model, PARAMS, on_start=lambda job: cancel.set(), cancel=cancel)

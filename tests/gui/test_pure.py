@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -138,6 +139,22 @@ def test_batch_state(tmp_path: Path) -> None:
     assert state.rows[0].score == 0.7 and state.rows[1].error == "broken"
     assert state.rows[0].category == "intermediate" and state.rows[0].model_version == "v1"
     assert state.counts() == (2, 2)
+
+
+def test_batch_state_a_slide_another_program_writes(tmp_path: Path) -> None:
+    from engine.errors import Remedy
+
+    jobs = [SlideJob(tmp_path / f"{n}.svs", n) for n in ("a", "b")]
+    state = BatchState()
+    state.load(tmp_path, tmp_path / "out", jobs)
+    busy = SlideOutcome(jobs[0], "busy", error="a: being analysed by another process (pid 7)")
+    state.finished(dataclasses.replace(busy, remedy=Remedy.WAIT_FOR_OTHER_RUN))
+    row = state.rows[0]
+    assert row.status == "busy" and "being analysed by another process" in row.error
+    assert row.summary is None  # nothing of it on disk yet
+    assert state.counts() == (1, 2)  # this triage is done with it
+    state.mark_queued()  # a new triage tries it again
+    assert row.status == "queued" and row.error == ""
 
 
 def test_the_installed_pyside6_keeps_its_references(qtbot: object) -> None:
