@@ -110,6 +110,15 @@ def discover_slides(folder: Path, recursive: bool = False, exclude: Path | None 
     return jobs
 
 
+def holds(outer: Path, inner: Path) -> bool:
+    """Whether folder ``inner`` is ``outer`` or lies inside it (links resolved): an output folder
+    that holds the slide folder would hide every slide from :func:`discover_slides`."""
+    try:
+        return inner.resolve().is_relative_to(outer.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
 def _resolves_under(path: Path, folder: Path) -> bool:
     try:
         return path.resolve().is_relative_to(folder)

@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TextIO
 
 from engine.errors import CancelledError, Remedy
@@ -246,19 +245,11 @@ def cmd_analyse(args: argparse.Namespace, cancel: threading.Event) -> int:
     return _run(args, jobs, resume=False, cancel=cancel)
 
 
-def _holds(outer: Path, inner: Path) -> bool:
-    """Whether folder ``inner`` is ``outer`` or lies inside it (links resolved)."""
-    try:
-        return inner.resolve().is_relative_to(outer.resolve())
-    except (OSError, RuntimeError):
-        return False
-
-
 def cmd_batch(args: argparse.Namespace, cancel: threading.Event) -> int:
-    from engine.batch import discover_slides
+    from engine.batch import discover_slides, holds
     from engine.errors import SlideNotFoundError
 
-    if _holds(args.out, args.folder):  # every slide would be skipped as being in the output folder
+    if holds(args.out, args.folder):  # every slide would be skipped as being in the output folder
         say_error(f"--out {args.out}: the slide folder {args.folder} is in it; choose another --out")
         return EXIT_USAGE
     try:

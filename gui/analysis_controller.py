@@ -162,10 +162,9 @@ class AnalysisController(QObject):
 
     def _failed(self, token: int, message: str) -> None:
         self._ended()
-        if self.slides.is_latest(token):
-            self.panel.clear_verdict("Analysis failed")
-            self.panel.set_progress(0, 1, message)
-            self.overlay.clear()
+        if self.slides.is_latest(token):  # the result on disk (if any) still stands: show it again
+            self.show(self.saved)
+            self.panel.set_progress(0, 1, f"Analysis failed: {message}")
         self.error.emit("Analysis failed", message)
 
     def _cancelled(self, token: int) -> None:

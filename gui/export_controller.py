@@ -9,7 +9,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QApplication, QFileDialog, QWidget
 
 from engine.errors import EquiTriageError, OutputError
-from engine.results import SavedAnalysis
+from engine.results import ResultsError, SavedAnalysis
 from gui import exports
 from gui.model_manager import ModelManager
 from gui.settings import Settings
@@ -22,7 +22,8 @@ Shown = tuple[OpenedSlide, SavedAnalysis]  # the open slide and the result shown
 class ExportController(QObject):
     """Writes an export (``overlay``, ``geojson``, ``csv`` or ``report``) of ``shown()``.
 
-    The overlay and the regions are exported as displayed (opacity, threshold). Reports through
+    The overlay and the regions of the result shown are exported as displayed (opacity,
+    threshold). Reports through
     ``status(text, ms)`` and ``error(title, message)``; dialogs open over ``window``.
     """
 
@@ -66,6 +67,9 @@ class ExportController(QObject):
         QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
         try:
             exports.export(kind, path, opened, saved, self.overlay, self.models.model_now())
+        except ResultsError as exc:  # the result's own files, not the export's place
+            self.error.emit("Export failed", exc.problem)
+            return
         except (EquiTriageError, OSError) as exc:
             # The export's own file, not the results folder: the remedy is another place.
             reason = getattr(exc, "strerror", None) or exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from PIL import Image
@@ -11,9 +10,9 @@ from engine.caveats import caption
 from engine.heatmap import overlay_image
 from engine.model import Model
 from engine.model_card import INTENDED_USE, LIMITS, THRESHOLDS_NOTE, clinical_card
-from engine.outputs import TILES, save_image_atomic, write_json_atomic
-from engine.regions import regions_geojson
-from engine.results import SavedAnalysis
+from engine.outputs import TILES, read_summary, save_image_atomic, write_bytes_atomic, write_json_atomic
+from engine.regions import Region, regions_geojson
+from engine.results import ResultsError, SavedAnalysis
 from gui.info_panel import slide_facts
 from gui.report import ReportData, write_report
 from gui.state import OverlayState
@@ -41,6 +40,24 @@ def overlay_picture(opened: OpenedSlide, saved: SavedAnalysis, overlay: OverlayS
     )
 
 
+def shown_regions(saved: SavedAnalysis, overlay: OverlayState) -> list[Region]:
+    """The saved result's regions at the threshold shown. Not ``overlay.regions``: while the slide
+    is analysed again those are the new run's, and right after a result is shown they may not
+    have been found yet."""
+    return saved.regions(max(saved.policy.tile_threshold, overlay.threshold))
+
+
+def saved_tiles_csv(saved: SavedAnalysis) -> bytes:
+    """``tiles.csv`` of the result shown; refused if the folder now holds another result."""
+    try:
+        data = (saved.folder / TILES).read_bytes()
+    except OSError as exc:
+        raise ResultsError(f"{saved.folder / TILES}: cannot be read ({exc.strerror or exc})") from exc
+    if read_summary(saved.folder) != saved.summary:  # read after the tiles: a new result shows here
+        raise ResultsError(f"{saved.folder.name}: replaced by a newer result; open the slide again")
+    return data
+
+
 def card_rows(model: Model | None, saved: SavedAnalysis) -> list[tuple[str, str]]:
     """The model card's numbers, use and limits for the report; the numbers only when the
     current model made the result (another model's numbers would not describe it)."""
@@ -65,20 +82,21 @@ def export(
 ) -> None:
     """Write one export to ``path``; raises OutputError/OSError if it cannot be written.
 
-    The GeoJSON holds the regions as displayed (at the current threshold).
+    Everything exported is of ``saved``, the result shown: the GeoJSON and the report hold its
+    regions at the current display threshold.
     """
     if kind == "overlay":
         save_image_atomic(path, overlay_picture(opened, saved, overlay))
     elif kind == "geojson":
-        write_json_atomic(path, regions_geojson(overlay.regions, saved.model_version))
+        write_json_atomic(path, regions_geojson(shown_regions(saved, overlay), saved.model_version))
     elif kind == "csv":
-        shutil.copyfile(saved.folder / TILES, path)
+        write_bytes_atomic(path, saved_tiles_csv(saved))
     elif kind == "report":
         data = ReportData(
             opened.slide.name,
             slide_facts(opened.slide),
             saved.summary,
-            list(overlay.regions),
+            shown_regions(saved, overlay),
             opened.thumbnail,
             overlay_picture(opened, saved, overlay),
             model_card=card_rows(model, saved),

@@ -14,7 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QFileDialog
 
-from engine.batch import SlideJob, discover_slides
+from engine.batch import SlideJob, discover_slides, holds
 from engine.errors import EquiTriageError
 from engine.model import Model
 from gui.analysis_worker import BatchWorker
@@ -73,6 +73,13 @@ class FolderController(QObject):
             return
         settings = self.settings()
         out = Path(settings.output_dir)
+        if holds(out, folder):  # every slide would be skipped as lying in the results folder
+            self.error.emit(
+                "Cannot triage folder",
+                f"the results folder {out} holds {folder}; choose a results folder outside it "
+                "in File ▸ Settings",
+            )
+            return
         try:
             jobs = discover_slides(folder, exclude=out)
         except EquiTriageError as exc:
@@ -94,13 +101,20 @@ class FolderController(QObject):
             self.error.emit("Results folder not writable", problem)
             return
         self.view.set_running(True)
-        self.models.with_model(self._start)
+        folder = self.state.folder
+        self.models.with_model(lambda model: self._start(model, folder))
+
+    def results_folder_changed(self) -> None:
+        """The settings name another results folder: list the folder again against it."""
+        if not self.running and self.state.folder is not None:
+            self.open(self.state.folder)
 
     def _out_dir(self) -> Path:
         return self.state.out_dir or Path(self.settings().output_dir)
 
-    def _start(self, model: Model) -> None:
-        if self.running or self.state.folder is None:
+    def _start(self, model: Model, folder: Path | None) -> None:
+        if self.running or self.state.folder is None or self.state.folder != folder:
+            self.view.set_running(self.running)  # another folder was opened while the model loaded
             return
         self.state.mark_queued()
         jobs = [row.job for row in self.state.rows]

@@ -60,6 +60,7 @@ class MainWindow(QMainWindow):
         self.resize(1400, 900)
         self.jobs = JobPool(self, 2)  # opening, model loading, reading results, regions
         self.slides = Latest()  # tags each slide opened: answers for another are dropped
+        self.shown = Latest()  # tags the slide shown: its analysis reports only while it is shown
         self.opened: OpenedSlide | None = None
         self.models = ModelManager(self.jobs.pool, self._model_wanted, self)
         self.errors: list[str] = []
@@ -111,7 +112,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.batch_view, "Folder triage")
         self.setCentralWidget(self.tabs)
         self.analysis = AnalysisController(
-            self.overlay, self.results_panel, self.models, self.slides, self.jobs, self
+            self.overlay, self.results_panel, self.models, self.shown, self.jobs, self
         )
         self.folder = FolderController(self.batch_view, self.models, lambda: self.settings, self)
         self.folder.shown.connect(lambda: self.tabs.setCurrentWidget(self.batch_view))
@@ -219,6 +220,7 @@ class MainWindow(QMainWindow):
             opened.slide.close()
             return
         self._close_current()
+        self.shown.take(self.shown.ask())  # a failed open later leaves this slide and its analysis
         self.opened = opened
         slide = opened.slide
         self.settings.add_recent(opened.path)
@@ -244,6 +246,7 @@ class MainWindow(QMainWindow):
 
     def close_slide(self) -> None:
         self.slides.drop()
+        self.shown.drop()
         self._close_current()
         self.viewer.message = "No slide open"
         self.overview.set_slide(None, (1, 1))
@@ -328,12 +331,17 @@ class MainWindow(QMainWindow):
             self.apply_settings(dialog.result_settings())
 
     def apply_settings(self, settings: Settings) -> None:
+        moved = settings.output_dir != self.settings.output_dir
         self.settings = settings
         self.not_saved.clear()  # what the user chose now is to be kept
         if self.model is None:
             self.models.forget()
             self._load_model_quietly()
         self.save_settings()
+        if moved:  # what is open now reads and writes its results in the new folder
+            if self.opened is not None and not self.analysis.running:
+                self.open_path(self.opened.path, Path(settings.output_dir))
+            self.folder.results_folder_changed()
 
     def save_settings(self) -> None:
         s = self.settings
@@ -349,6 +357,7 @@ class MainWindow(QMainWindow):
     # -- shutdown ----------------------------------------------------------------------------
     def shutdown(self) -> None:
         """Cancel running work and wait for the workers (bounded)."""
+        self.models.drop_waiters()  # nothing starts once the model loads: the window is going
         self.analysis.shutdown()
         self.folder.shutdown()
         self.jobs.wait()

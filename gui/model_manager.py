@@ -52,6 +52,10 @@ class ModelManager(QObject):
         """Call ``then(model)`` once the model the settings ask for is loaded."""
         self.request(self.wanted(), then, quiet)
 
+    def drop_waiters(self) -> None:
+        """Forget what was to run once the model loads (the window is closing)."""
+        self._waiters.clear()
+
     def forget(self) -> None:
         """Drop the loaded model (the settings changed)."""
         self.model, self.key = None, None

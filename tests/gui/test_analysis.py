@@ -189,3 +189,74 @@ def test_a_changed_file_does_not_show_the_old_result(
     open_slide_and_wait(qtbot, window, copy)
     assert window.analysis.saved is None and window.overlay.grid is None
     assert any("another version of this file" in e for e in window.errors)
+
+
+def test_exports_during_a_new_analysis_are_of_the_result_shown(
+    qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path
+) -> None:
+    open_slide_and_wait(qtbot, window, cmu)
+    analyse_and_wait(qtbot, window)
+    saved = window.analysis.saved
+    assert saved is not None
+    regions = len(window.overlay.regions)
+    assert regions > 0
+    window.settings.stride_px = 8  # a long second run
+    window.analyse()
+    qtbot.waitUntil(lambda: window.results_panel.progress.value() > 0, timeout=WAIT_MS)
+    assert window.overlay.regions == []  # the live heatmap of the new run has none yet
+    window.exports.export("geojson", tmp_path / "r.geojson")
+    window.exports.export("report", tmp_path / "r.html")
+    window.analysis.cancel()
+    qtbot.waitUntil(lambda: not window.analysis.running, timeout=WAIT_MS)
+    assert window.errors == []
+    assert len(json.loads((tmp_path / "r.geojson").read_text())["features"]) == regions
+    assert f"Suspicious regions ({regions})" in (tmp_path / "r.html").read_text()
+
+
+def test_a_failed_analysis_keeps_the_result_shown(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
+    from engine.identity import ResultLock
+
+    open_slide_and_wait(qtbot, window, cmu)
+    analyse_and_wait(qtbot, window)
+    assert window.opened is not None
+    shown = window.analysis.saved
+    with ResultLock(window.opened.results_dir):  # the folder triage of this app is writing it
+        window.analyse()
+        qtbot.waitUntil(lambda: bool(window.errors), timeout=WAIT_MS)
+        qtbot.waitUntil(lambda: not window.analysis.running, timeout=WAIT_MS)
+    assert "being analysed by this program" in window.errors[-1]
+    assert window.analysis.saved is shown and window.overlay.grid is not None  # still on disk, shown
+    assert shown is not None and shown.summary.score is not None
+    assert window.results_panel.score_label.text() == f"Score {shown.summary.score:.3f}"
+
+
+def test_a_failed_open_leaves_the_slide_shown_and_its_analysis(
+    qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path
+) -> None:
+    open_slide_and_wait(qtbot, window, cmu)
+    window.settings.stride_px = 16
+    window.analyse()
+    qtbot.waitUntil(lambda: window.results_panel.progress.value() > 0, timeout=WAIT_MS)
+    not_a_slide = tmp_path / "notes.txt"
+    not_a_slide.write_text("not a slide")
+    window.open_path(not_a_slide)
+    qtbot.waitUntil(lambda: bool(window.errors), timeout=WAIT_MS)
+    done = lambda: not window.analysis.running and window.analysis.saved is not None  # noqa: E731
+    qtbot.waitUntil(done, timeout=WAIT_MS * 4)
+    assert window.opened is not None and window.opened.path == cmu
+    assert window.overlay.grid is not None  # the finished result of the slide still open is shown
+
+
+def test_another_results_folder_in_the_settings_applies_to_the_open_slide(
+    qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    open_slide_and_wait(qtbot, window, cmu)
+    analyse_and_wait(qtbot, window)
+    elsewhere = tmp_path / "elsewhere"
+    window.apply_settings(replace(window.settings, output_dir=str(elsewhere)))
+    qtbot.waitUntil(lambda: window.opened is not None and window.opened.out_dir == elsewhere, timeout=WAIT_MS)
+    assert window.analysis.saved is None  # nothing of it there yet
+    analyse_and_wait(qtbot, window)
+    assert window.opened is not None and window.opened.results_dir.parent == elsewhere

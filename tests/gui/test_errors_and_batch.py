@@ -190,3 +190,13 @@ def test_preferences_dialog_edits_settings(qtbot: QtBot, settings: Settings) -> 
     result = dialog.result_settings()
     assert (result.output_dir, result.threads, result.stride_px) == ("/tmp/elsewhere", 2, 64)
     assert result.model_path == ""
+
+
+def test_a_results_folder_holding_the_slides_is_refused(
+    qtbot: QtBot, window: MainWindow, tmp_path: Path
+) -> None:
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    window.settings.output_dir = str(tmp_path)  # the slides' own parent
+    window.folder.open(slides)
+    assert window.errors and "choose a results folder outside it" in window.errors[-1]
