@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.batch import SlideJob, SlideOutcome
+from engine.errors import EquiTriageError
+from engine.identity import input_identity
 from engine.outputs import read_summary
 from engine.summary import SlideSummary
 from gui.remedies import outcome_message
@@ -47,6 +49,27 @@ class BatchRow:
         return self.done / self.total if self.total else 0.0
 
 
+def listed(jobs: list[SlideJob], out_dir: Path) -> list[BatchRow]:
+    """A row per job: ``saved`` with its result if ``out_dir`` holds one of exactly this file
+    (the same path and content), else ``queued``. Reads every result and fingerprints every
+    slide with one, so it belongs in a worker."""
+    rows = []
+    for job in jobs:
+        summary = read_summary(out_dir / job.name)
+        if summary is None:
+            rows.append(BatchRow(job))
+            continue
+        try:
+            same = summary.input == input_identity(job.path)
+        except EquiTriageError:  # unreadable now: its analysis will say so
+            same = False
+        if same:
+            rows.append(BatchRow(job, "saved", summary=summary))
+        else:
+            rows.append(BatchRow(job, error="changed since its analysis: analyse again"))
+    return rows
+
+
 class BatchState(Observable):
     """Rows of a folder; events ``"rows"`` (all replaced) and ``"row:<index>"`` (one changed)."""
 
@@ -58,13 +81,13 @@ class BatchState(Observable):
         self._index: dict[str, int] = {}
 
     def load(self, folder: Path, out_dir: Path, jobs: list[SlideJob]) -> None:
-        """New rows for ``jobs``; slides with results on disk start as ``saved``."""
+        """New rows for ``jobs`` (:func:`listed`, which reads the disk: keep it off the UI thread)."""
+        self.show_rows(folder, out_dir, listed(jobs, out_dir))
+
+    def show_rows(self, folder: Path, out_dir: Path, rows: list[BatchRow]) -> None:
         self.folder = folder
         self.out_dir = out_dir
-        self.rows = []
-        for job in jobs:
-            summary = read_summary(out_dir / job.name)
-            self.rows.append(BatchRow(job, "saved" if summary else "queued", summary=summary))
+        self.rows = rows
         self._index = {row.job.name: i for i, row in enumerate(self.rows)}
         self._emit("rows")
 

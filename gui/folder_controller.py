@@ -15,14 +15,15 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QFileDialog
 
 from engine.batch import SlideJob, discover_slides, holds
-from engine.errors import EquiTriageError
 from engine.model import Model
 from gui.analysis_worker import BatchWorker
+from gui.batch_state import BatchRow, listed
 from gui.batch_view import COL_SCORE, BatchView
 from gui.model_manager import ModelManager
-from gui.remedies import app_message, unwritable
+from gui.remedies import unwritable
 from gui.settings import Settings, analysis_params
-from gui.workers import JobPool
+from gui.stale import Latest
+from gui.workers import CallJob, JobPool
 
 
 class FolderController(QObject):
@@ -50,6 +51,8 @@ class FolderController(QObject):
         self.models = models
         self.settings = settings
         self.pool = JobPool(self, 1)
+        self.jobs = JobPool(self, 1)  # listing a folder: its files and saved results
+        self.listing = Latest()
         self.worker: BatchWorker | None = None
         view.choose_folder_requested.connect(self.choose)
         view.start_requested.connect(self.start)
@@ -80,21 +83,32 @@ class FolderController(QObject):
                 "in File ▸ Settings",
             )
             return
-        try:
-            jobs = discover_slides(folder, exclude=out)
-        except EquiTriageError as exc:
-            self.error.emit("Cannot triage folder", app_message(exc))
-            return
         settings.last_folder = str(folder)
-        self.state.load(folder, out, jobs)
+        self.status.emit(f"Listing {folder}…", 0)
+        job = CallJob(self.listing.ask(), lambda: listed(discover_slides(folder, exclude=out), out))
+        job.signals.done.connect(lambda tag, rows: self._listed(tag, folder, out, rows))
+        job.signals.failed.connect(self._listing_failed)
+        self.jobs.start(job)
+
+    def _listed(self, tag: int, folder: Path, out: Path, rows: list[BatchRow]) -> None:
+        if not self.listing.take(tag) or self.running:
+            return
+        self.state.show_rows(folder, out, rows)
         self.view.set_running(False)
         self.shown.emit()
-        if not jobs:
-            self.status.emit(f"No slides in {folder}", 8000)
+        self.status.emit(f"{len(rows)} slides in {folder}" if rows else f"No slides in {folder}", 8000)
+
+    def _listing_failed(self, tag: int, message: str) -> None:
+        if self.listing.take(tag):
+            self.status.emit("", 0)
+            self.error.emit("Cannot triage folder", message)
 
     def start(self) -> None:
         """Analyse every slide of the folder that has no result of exactly this input yet."""
         if self.running or not self.state.rows:
+            return
+        if self.listing.pending:  # the rows shown are of the folder opened before
+            self.status.emit("Still listing the folder…", 5000)
             return
         problem = unwritable(self._out_dir())
         if problem:
@@ -136,8 +150,10 @@ class FolderController(QObject):
 
     def shutdown(self) -> None:
         """Cancel a running triage and wait for its worker (bounded); it resumes when started again."""
+        self.listing.drop()
         self.cancel()
         self.pool.wait()
+        self.jobs.wait()
 
     def _progress(self, job: SlideJob | None, done: int, total: int) -> None:
         if job is not None:

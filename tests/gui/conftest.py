@@ -67,6 +67,12 @@ def open_slide_and_wait(qtbot: object, window: MainWindow, path: Path) -> None:
     )
 
 
+def open_folder_and_wait(qtbot: object, window: MainWindow, folder: Path) -> None:
+    """Open ``folder`` in folder triage; its listing is read in the background."""
+    with qtbot.waitSignal(window.folder.shown, timeout=WAIT_MS):  # type: ignore[attr-defined]
+        window.open_path(folder)
+
+
 def analyse_and_wait(qtbot: object, window: MainWindow) -> None:
     window.analyse()
     qtbot.waitUntil(  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from pytestqt.qtbot import QtBot
 
 from gui.main_window import MainWindow
 from gui.settings import Settings, load_settings
-from tests.gui.conftest import WAIT_MS, open_slide_and_wait
+from tests.gui.conftest import WAIT_MS, open_folder_and_wait, open_slide_and_wait
 
 
 def _wait_error(qtbot: QtBot, window: MainWindow, n: int = 1) -> str:
@@ -83,7 +84,7 @@ def test_batch_fills_sorts_and_resumes(
     qtbot: QtBot, window: MainWindow, slides: Path, shared_data: Path, tmp_path: Path
 ) -> None:
     folder = _folder(tmp_path, slides, shared_data)
-    window.open_path(folder)  # a folder goes to folder triage
+    open_folder_and_wait(qtbot, window, folder)  # a folder goes to folder triage
     view = window.batch_view
     assert window.tabs.currentWidget() is view
     assert view.proxy.rowCount() == 4
@@ -121,13 +122,20 @@ def test_reopening_a_folder_shows_saved_scores(
     qtbot: QtBot, window: MainWindow, slides: Path, shared_data: Path, tmp_path: Path
 ) -> None:
     folder = _folder(tmp_path, slides, shared_data)
-    window.folder.open(folder)
+    open_folder_and_wait(qtbot, window, folder)
     view = window.batch_view
     view.start_button.click()
     qtbot.waitUntil(lambda: not window.folder.running and view.start_button.isEnabled(), timeout=WAIT_MS * 2)
-    window.folder.open(folder)
+    open_folder_and_wait(qtbot, window, folder)
     statuses = {r.job.label: r.status for r in window.folder.state.rows}
     assert statuses["case_a"] == "saved" and statuses["case_c"] == "queued"
+    # a slide replaced at the same path since its analysis is not shown with the old score
+    (folder / "case_a.svs").unlink()
+    shutil.copyfile(slides / "CMU-1-Small-Region.svs", folder / "case_a.svs")
+    os.utime(folder / "case_a.svs", ns=(1, 1))
+    open_folder_and_wait(qtbot, window, folder)
+    row = next(r for r in window.folder.state.rows if r.job.label == "case_a")
+    assert row.status == "queued" and row.summary is None and "changed since its analysis" in row.error
 
 
 def test_settings_persist(qtbot: QtBot, settings: Settings, cmu: Path) -> None:

@@ -20,7 +20,7 @@ from gui.results_panel import CATEGORY_COLOURS
 from gui.settings import Settings
 from gui.state import OUTLINED_AT_LOW_ZOOM, outlined_regions
 from gui.window_parts import NOT_A_DIAGNOSIS
-from tests.gui.conftest import WAIT_MS, analyse_and_wait, open_slide_and_wait
+from tests.gui.conftest import WAIT_MS, analyse_and_wait, open_folder_and_wait, open_slide_and_wait
 
 TCGA = "tcga-cr-7395-01a-01-ts1.svs"
 
@@ -66,7 +66,7 @@ def test_folder_triage_default_mpp(qtbot: QtBot, window: MainWindow, slides: Pat
     shutil.copyfile(slides / TCGA, folder / "case.svs")
     view = window.batch_view
     assert view.overall.text() == ""  # no "0 of 1 slides" before a folder is chosen
-    window.open_path(folder)
+    open_folder_and_wait(qtbot, window, folder)
     assert view.overall.text() == "0 of 1 slides"
     view.default_mpp.setCurrentIndex(view.default_mpp.findData(0.25))
     view.start_button.click()
