@@ -139,6 +139,6 @@ class BatchState(Observable):
                 self._changed(i)
 
     def counts(self) -> tuple[int, int]:
-        """(finished, failed or left to another process, total)."""
+        """(slides finished, failed or left to another process; all slides)."""
         finished = sum(r.status in ("done", "failed", "saved", "busy") for r in self.rows)
         return finished, len(self.rows)
