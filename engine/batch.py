@@ -114,8 +114,8 @@ def holds(outer: Path, inner: Path) -> bool:
     """Whether folder ``inner`` is ``outer`` or lies inside it (links resolved): an output folder
     that holds the slide folder would hide every slide from :func:`discover_slides`."""
     try:
-        return inner.resolve().is_relative_to(outer.resolve())
-    except (OSError, RuntimeError):
+        return _resolves_under(inner, outer.resolve())
+    except (OSError, RuntimeError):  # the output folder's own path loops: it holds nothing
         return False
 
 
@@ -228,7 +228,7 @@ def run_batch(
             write_batch_summary(out_dir, outcomes)
         if on_done:
             on_done(outcome)
-    if not outcomes or outcomes[-1].status == "cached":
+    if outcomes and outcomes[-1].status == "cached":  # the statuses of the reused ones
         write_batch_summary(out_dir, outcomes)
     return outcomes
 
@@ -258,7 +258,7 @@ def analyse_job(
             job, out_dir, model, params, mpp, progress, None, cancel, default_mpp, identity
         )
         return SlideOutcome(job, "ok", summary)
-    except EquiTriageError as exc:
+    except Exception as exc:
         if cancel is not None and cancel.is_set():
             if isinstance(exc, CancelledError):
                 raise
@@ -268,15 +268,11 @@ def analyse_job(
             return SlideOutcome(job, "busy", error=exc.problem, remedy=exc.remedy)
         if isinstance(exc, OutputError):
             raise  # the output folder itself is broken: no later slide can be written either
+        if not isinstance(exc, EquiTriageError):  # a bug, or a slide that exhausts memory: it
+            log.debug("%s: unexpected error", job.name, exc_info=True)  # fails alone, as on Dask
+            exc = EquiTriageError(f"{job.path}: unexpected error ({type(exc).__name__}: {exc})")
         log.debug("%s failed: %s", job.name, exc)
         return SlideOutcome.failed(job, exc)
-    except Exception as exc:  # a bug, or a slide that exhausts memory: it fails alone, as on Dask
-        if cancel is not None and cancel.is_set():
-            raise CancelledError("batch cancelled") from exc
-        log.debug("%s: unexpected error", job.name, exc_info=True)
-        return SlideOutcome.failed(
-            job, EquiTriageError(f"{job.path}: unexpected error ({type(exc).__name__}: {exc})")
-        )
 
 
 def finished_in(out_dir: Path) -> list[tuple[str, SlideSummary]]:

@@ -109,6 +109,12 @@ def input_identity(path: Path) -> InputIdentity:
     )
 
 
+def made_from(recorded: InputIdentity | None, path: Path) -> bool:
+    """Whether a result recording input ``recorded`` was made from the content now at ``path``
+    (a result from before inputs were recorded cannot say, and is taken as made from it)."""
+    return recorded is None or recorded == input_identity(path)
+
+
 def _alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -138,6 +144,27 @@ _HELD_GUARD = threading.Lock()
 
 def _key(path: Path) -> str:
     return os.path.normcase(os.path.abspath(path))
+
+
+def _read(path: Path) -> str | None:
+    """A lock file's text; None if there is none, "" if it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ""
+
+
+def _parse(text: str) -> tuple[int, str | None, str | None]:
+    """(pid, host, token) of a lock file's text: pid 0 if it is half-written or unreadable; no host
+    or token if an older version wrote it."""
+    parts = text.split()
+    try:
+        pid = int(parts[0]) if parts else 0
+    except ValueError:
+        return 0, None, None
+    return pid, parts[1] if len(parts) > 1 else None, parts[2] if len(parts) > 2 else None
 
 
 class ResultLock:
@@ -173,8 +200,8 @@ class ResultLock:
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                seen = self._text()
-                holder = self.holder()
+                seen = _read(self.path)
+                holder = self._holder_of(seen)
                 if holder is not None:
                     raise ResultLockedError(f"{self.folder.name}: being analysed by {holder}") from None
                 self._take_over(seen)
@@ -199,18 +226,21 @@ class ResultLock:
 
     def holder(self) -> str | None:
         """Who holds the lock now, in words, or None if it is free or stale."""
-        owner = self._owner()
-        if owner is None:
+        return self._holder_of(_read(self.path))
+
+    def _holder_of(self, text: str | None) -> str | None:
+        """:meth:`holder` for the lock file's ``text`` (None: there is none)."""
+        if text is None:
             return None
-        pid, host = owner
+        pid, host, token = _parse(text)
         if pid == 0:  # half-written: its writer died between create and write, or is writing now
             return "another process" if self._age() < LOCK_WRITE_GRACE_S else None
         if host is not None and host != this_host():
             return f"a process on {host} (pid {pid})" if self._age() < LOCK_LEASE_S else None
         if pid == os.getpid():  # held only if another lock of this process holds it now
             with _HELD_GUARD:
-                token = _HELD_HERE.get(_key(self.path))
-            if token is not None and token != self._token and self._owner_token() == token:
+                held = _HELD_HERE.get(_key(self.path))
+            if held is not None and held != self._token and token == held:
                 return "this program"
             return None  # left by an earlier process with the same pid
         if _alive(pid):
@@ -228,11 +258,7 @@ class ResultLock:
             return  # someone else removed it first
         except OSError as exc:
             raise OutputError(f"cannot write to {self.folder} ({exc.strerror or exc})") from exc
-        try:
-            moved = aside.read_text(encoding="utf-8", errors="surrogateescape")
-        except OSError:
-            moved = None
-        if moved != seen:  # a new lock was made between our look and the move: give it back
+        if _read(aside) != seen:  # a new lock was made between our look and the move: give it back
             with contextlib.suppress(OSError):
                 os.link(aside, self.path)
         log.debug("took over stale lock %s", self.path)
@@ -241,32 +267,10 @@ class ResultLock:
 
     def held_elsewhere(self) -> bool:
         """Whether another machine holds a live lease on this folder (it may be about to expire)."""
-        owner = self._owner()
-        return owner is not None and owner[1] not in (None, this_host()) and self.holder() is not None
-
-    def _text(self) -> str | None:
-        try:
-            return self.path.read_text(encoding="utf-8", errors="surrogateescape")
-        except OSError:
-            return None
-
-    def _owner(self) -> tuple[int, str | None] | None:
-        try:
-            text = self.path.read_text(encoding="utf-8", errors="surrogateescape")
-        except FileNotFoundError:
-            return None
-        except OSError:
-            return 0, None
-        parts = text.split()
-        try:
-            pid = int(parts[0]) if parts else 0
-        except ValueError:
-            return 0, None
-        return pid, parts[1] if len(parts) > 1 else None  # no host: written by an older version
-
-    def _owner_token(self) -> str | None:
-        parts = (self._text() or "").split()
-        return parts[2] if len(parts) > 2 else None
+        text = _read(self.path)
+        if text is None:
+            return False
+        return _parse(text)[1] not in (None, this_host()) and self._holder_of(text) is not None
 
     def _age(self) -> float:
         try:
@@ -286,7 +290,8 @@ class ResultLock:
             if self._renewer is not None:
                 self._renewer.join(timeout=1.0)
                 self._renewer = None
-            if self._owner_token() == self._token:  # never another writer's lock
+            text = _read(self.path)
+            if text is not None and _parse(text)[2] == self._token:  # never another writer's lock
                 with contextlib.suppress(OSError):
                     self.path.unlink()
             self._forget()

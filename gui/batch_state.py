@@ -7,7 +7,7 @@ from pathlib import Path
 
 from engine.batch import SlideJob, SlideOutcome
 from engine.errors import EquiTriageError
-from engine.identity import input_identity
+from engine.identity import made_from
 from engine.outputs import read_summary
 from engine.summary import SlideSummary
 from gui.remedies import outcome_message
@@ -60,7 +60,7 @@ def listed(jobs: list[SlideJob], out_dir: Path) -> list[BatchRow]:
             rows.append(BatchRow(job))
             continue
         try:
-            same = summary.input == input_identity(job.path)
+            same = made_from(summary.input, job.path)
         except EquiTriageError:  # unreadable now: its analysis will say so
             same = False
         if same:

@@ -22,7 +22,7 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from engine.batch import SlideJob
 from engine.errors import EquiTriageError
-from engine.identity import input_identity
+from engine.identity import made_from
 from engine.model import Model
 from engine.results import SavedAnalysis, load_saved
 from engine.slide import Slide, open_slide
@@ -138,8 +138,8 @@ class SlideOpener(QRunnable):
         saved_error = ""
         try:
             saved = load_saved(self.out_dir / self.job.name)
-            if saved is not None and saved.summary.input not in (None, input_identity(self.path)):
-                saved = None  # made from other content at this path (a format-1 result cannot say)
+            if saved is not None and not made_from(saved.summary.input, self.path):
+                saved = None  # made from other content at this path
                 saved_error = "its saved result was made from another version of this file; analyse it again"
         except EquiTriageError as exc:
             saved_error = app_message(exc)
