@@ -21,7 +21,7 @@ import torch.nn.functional as F  # noqa: N812
 from numpy.typing import NDArray
 from torch import nn
 
-from training import augment, robustness
+from training import augment, parallel, robustness
 from training.batches import channel_stats, make_batch, make_pair_batch
 from training.config import ArchConfig
 from training.data import Patches, load_patches
@@ -53,7 +53,8 @@ class TrainConfig:
     warmup_epochs: float = 0.5
     seed: int = 0
     train_size: int | None = None
-    threads: int | None = None
+    threads: int | None = None  # all processes together (default: all cores)
+    processes: int = 1  # data-parallel training processes sharing each batch (training.parallel)
     rotate_deg: float = 0.0
     jitter: float = 0.0
     shift: bool = False
@@ -73,7 +74,7 @@ class TrainConfig:
     negative_focus: float = 0.0  # extra weight on confident false positives (negative_focus_weights)
     train_eval_size: int = 1000
     split_seed: int = VALID_SPLIT_SEED
-    eval_batch: int = 256
+    eval_batch: int = 64  # larger batches evaluate slower on a CPU (activations beyond the cache)
     max_steps_per_epoch: int | None = None
 
     def augment(self) -> augment.Augment:
@@ -141,7 +142,7 @@ def predict(
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
     size_px: int,
-    batch: int = 256,
+    batch: int = 64,
     device: str = "cpu",
 ) -> NDArray[np.float64]:
     """Softmax probabilities N x classes in eval mode."""
@@ -327,9 +328,21 @@ def train(
     by what the product does with them (the slide benchmark) and any of them quantized.
 
     ``resume`` continues from ``last.pt``; ``stop_after`` ends this call after that many epochs.
+    ``cfg.processes`` above 1 trains data-parallel (:mod:`training.parallel`), the threads split
+    among the processes; the returned state is rank 0's.
     """
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if cfg.processes > 1 and torch.cuda.is_available():
+        raise ValueError("processes above 1 split training over CPU cores; on a GPU, train with one process")
+    return parallel.run(_train, cfg.processes, cfg, arch, resume, stop_after)
+
+
+def _train(
+    ranks: parallel.Ranks, cfg: TrainConfig, arch: ArchConfig, resume: bool, stop_after: int | None
+) -> dict[str, Any]:
+    """:func:`train` in one process, rank ``ranks.rank`` of ``ranks.size``."""
+    all_threads = cfg.threads or torch.get_num_threads()
+    own_threads = max(1, all_threads // ranks.size)
+    torch.set_num_threads(own_threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bf16 = cfg.bf16 if device == "cuda" else effective_bf16(cfg.bf16)
     out_dir = Path(cfg.out_dir)
@@ -354,8 +367,10 @@ def train(
             f"consistency_target must be one of {sorted(CONSISTENCY_TARGETS)}, got {cfg.consistency_target!r}"
         )
     teacher = frozen_teacher(cfg, arch, device)
-    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay and ranks.lead else None
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
+    if not parallel.usable_batch(len(splits.train) % cfg.batch_size or cfg.batch_size, ranks.size):
+        steps_per_epoch -= 1  # a last batch too short to give every process a patch is left out
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     total = steps_per_epoch * cfg.epochs
@@ -372,6 +387,9 @@ def train(
             ema.load_state_dict(ckpt["ema"])
         state = ckpt["state"]
         log.info("resumed from %s at epoch %d", last_path, state["epoch"])
+    if ranks.size > 1:
+        parallel.broadcast_model(model)
+        log.info("%d processes of %d thread(s), each a share of every batch", ranks.size, own_threads)
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
         "%s %s width %s strides %s%s: %d trainable parameters, device %s",
@@ -405,23 +423,28 @@ def train(
         for epoch in range(state["epoch"], end):
             model.train()
             rng = np.random.default_rng([cfg.seed, epoch])
-            order = rng.permutation(len(splits.train))
+            order = rng.permutation(len(splits.train))  # the same on every rank
+            if not ranks.lead:  # each rank its own augmentation and dropout draws
+                rng = np.random.default_rng([cfg.seed, epoch, ranks.rank])
+                torch.manual_seed(int(rng.integers(2**63)))
 
             def batch(step: int, order: NDArray[np.int64] = order, rng: np.random.Generator = rng) -> Any:
-                idx = np.sort(order[step * cfg.batch_size : (step + 1) * cfg.batch_size])
+                whole = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                idx = ranks.share(np.sort(whole))
                 images, labels = splits.train.images, splits.train.labels
                 raw = augment.seam_composites(images[idx], labels[idx], images, labels, cfg.seam_p, rng)
                 y = torch.from_numpy(labels[idx])
                 if cfg.consistency > 0:  # each patch twice, one pixel apart: 2 x batch inputs
                     pair = make_pair_batch(raw, arch.input_size, splits.mean, splits.std, rng, aug)
-                    return torch.cat(pair), torch.cat([y, y])
-                return make_batch(raw, arch.input_size, splits.mean, splits.std, rng, aug), y
+                    return torch.cat(pair), torch.cat([y, y]), len(idx), len(whole)
+                x = make_batch(raw, arch.input_size, splits.mean, splits.std, rng, aug)
+                return x, y, len(idx), len(whole)
 
             t0 = time.time()
             loss_sum, consistency_sum, correct, seen = 0.0, 0.0, 0, 0
             pending = prep.submit(batch, 0)
             for step in range(steps_per_epoch):
-                x, y = pending.result()
+                x, y, share, whole = pending.result()
                 if step + 1 < steps_per_epoch:
                     pending = prep.submit(batch, step + 1)
                 x, y = x.to(device), y.to(device)
@@ -443,6 +466,8 @@ def train(
                     consistency_sum += float(term.detach()) * len(first)
                 optimizer.zero_grad(set_to_none=True)
                 objective.backward()  # type: ignore[no-untyped-call]
+                if ranks.size > 1:  # exact for the plain mean losses; --negative-focus: per share
+                    parallel.combine_step(model, share, whole)
                 optimizer.step()
                 scheduler.step()
                 if ema is not None:
@@ -457,9 +482,18 @@ def train(
                         step + 1,
                         steps_per_epoch,
                         loss_sum / seen,
-                        seen / (time.time() - t0),
+                        seen * ranks.size / (time.time() - t0),
                     )
             train_time = time.time() - t0
+            if ranks.size > 1:
+                loss_sum, consistency_sum, n_correct, n_seen = parallel.sum_over_ranks(
+                    [loss_sum, consistency_sum, correct, seen]
+                )
+                correct, seen = int(n_correct), int(n_seen)
+                parallel.check_identical(model)
+                if not ranks.lead:
+                    continue  # rank 0 evaluates and saves
+            torch.set_num_threads(all_threads)  # every core evaluates
             judged = ema.model if ema is not None else model
             sizes = (arch.input_size, cfg.eval_batch, device)
             prob = predict(judged, splits.select.images, splits.mean, splits.std, *sizes)[:, 1]
@@ -478,6 +512,7 @@ def train(
                 "val_shift_mean_abs_dp": shift["shift_mean_abs_dp"],
                 "val_shift_flip_rate": shift["shift_flip_rate"],
                 "train_consistency": 2 * consistency_sum / seen,
+                "patches": seen,
                 "patches_per_s": seen / train_time,
                 "lr": scheduler.get_last_lr()[0],
             }
@@ -522,5 +557,6 @@ def train(
             if ema is not None:
                 last["ema"] = ema.state_dict()
             _save(last, last_path)
+            torch.set_num_threads(own_threads)
     log.info("done: best selection loss %.4f at epoch %d", state["best_loss"], state["best_epoch"])
     return state

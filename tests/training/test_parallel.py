@@ -1,0 +1,99 @@
+"""Data-parallel training: real spawned processes joined by gloo on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.training import rank_jobs
+from training import parallel
+from training.cli import main
+
+
+def test_the_ranks_share_every_batch_between_them() -> None:
+    idx = np.arange(10, 17)
+    shares = [parallel.Ranks(r, 3).share(idx) for r in range(3)]
+    assert sorted(np.concatenate(shares)) == list(idx)
+    assert [len(s) for s in shares] == [3, 2, 2]
+    assert parallel.Ranks().lead and not parallel.Ranks(1, 2).lead
+    assert parallel.usable_batch(2, 2) and not parallel.usable_batch(1, 2)
+    with pytest.raises(ValueError):
+        parallel.Ranks(2, 2)
+
+
+def test_one_process_runs_here_without_a_group() -> None:
+    assert parallel.run(lambda ranks, v: (ranks, v), 1, 5) == (parallel.Ranks(0, 1), 5)
+    with pytest.raises(ValueError, match="processes"):
+        parallel.run(rank_jobs.summed, 0, 1.0)
+
+
+def test_values_are_summed_over_the_ranks() -> None:
+    assert parallel.run(rank_jobs.summed, 3, 0.5) == [0.5 + 1.5 + 2.5, 3.0]
+
+
+def _one_process(batch_norm: bool) -> tuple[nn.Module, list[torch.Tensor]]:
+    """The whole batch's gradient in one process, and each share's batch-norm statistics."""
+    model = rank_jobs.small_net(batch_norm)
+    x, y = rank_jobs.batch()
+    nn.functional.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
+    stats = []
+    for r in range(2):
+        alone = rank_jobs.small_net(batch_norm)
+        alone(x[parallel.Ranks(r, 2).share(np.arange(rank_jobs.BATCH))])
+        stats.append(alone.get_buffer("1.running_mean") if batch_norm else torch.zeros(0))
+    return model, stats
+
+
+def test_two_ranks_take_the_step_of_the_whole_batch() -> None:
+    held = parallel.run(rank_jobs.combined_step, 2, False)
+    whole, _ = _one_process(batch_norm=False)
+    for name, p in whole.named_parameters():
+        assert p.grad is not None
+        # float32 sums of a few dozen terms of magnitude <= 1, added in another order
+        torch.testing.assert_close(held[f"grad.{name}"], p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_statistics_are_averaged_over_the_ranks() -> None:
+    held = parallel.run(rank_jobs.combined_step, 2, True)
+    _, stats = _one_process(batch_norm=True)
+    torch.testing.assert_close(held["buffer.1.running_mean"], (stats[0] + stats[1]) / 2)
+    assert int(held["buffer.1.num_batches_tracked"]) == 1
+
+
+def test_ranks_that_drift_apart_are_refused() -> None:
+    with pytest.raises(RuntimeError, match=r"no longer hold the same weights|training rank 1"):
+        parallel.run(rank_jobs.diverged, 2)
+
+
+def test_a_failing_rank_stops_the_run_and_is_named() -> None:
+    with pytest.raises(RuntimeError, match=r"training rank 1 \(exit code 1\)"):
+        parallel.run(rank_jobs.rank_one_fails, 2)
+
+
+def test_two_processes_train_checkpoint_and_resume(pcam_h5: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = [
+        *("train", "--arch", "equivariant", "--group", "C4", "--width", "0.25", "--strides", "11111"),
+        *("--antialias", "--recipe", "robust", "--epochs", "2", "--train-size", "70", "--batch-size", "16"),
+        *("--threads", "2", "--processes", "2", "--data", str(pcam_h5)),
+        *("--cache-dir", str(tmp_path / "cache"), "--out", str(out)),
+    ]
+    assert main([*args, "--stop-after", "1"]) == 0
+    first = torch.load(out / "last.pt", weights_only=False)
+    assert first["train_config"]["processes"] == 2 and first["state"]["epoch"] == 1
+    # 70 patches in batches of 16: 4 full batches and a last one of 6, shared 3 and 3
+    assert first["state"]["history"][0]["patches"] == 70
+    assert main([*args, "--resume"]) == 0
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert last["state"]["epoch"] == 2 and last["ema"]["updates"] == 10
+    assert all(np.isfinite(r["val_loss"]) for r in last["state"]["history"])
+    assert (out / "best.pt").is_file() and (out / "epochs" / "002.pt").is_file()
+
+
+def test_waiting_ranks_leave_the_cores_to_rank_0() -> None:
+    # rank 0 evaluates on every core between epochs while the others wait in a collective
+    assert parallel.run(rank_jobs.idle_wait, 2, 2.0) < 0.5  # CPU seconds of 2 s of waiting
