@@ -94,7 +94,7 @@ def export(
     elif kind == "report":
         data = ReportData(
             opened.slide.name,
-            slide_facts(opened.slide),
+            slide_facts(opened.slide, saved.summary),
             saved.summary,
             shown_regions(saved, overlay),
             opened.thumbnail,

@@ -170,7 +170,7 @@ class FolderController(QObject):
         self.status.emit(
             f"Folder triage {'cancelled' if cancelled else 'finished'}: {done} of {total} slides"
             + (f", {failed} could not be analysed" if failed else "")
-            + (f", {busy} left to another program writing them" if busy else ""),
+            + (f", {busy} skipped while another analysis writes their results" if busy else ""),
             15000,
         )
         self.view.table.sortByColumn(COL_SCORE, Qt.SortOrder.DescendingOrder)

@@ -9,28 +9,36 @@ from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from engine.slide import Slide
+from engine.summary import SlideSummary
 from gui.tile_loader import rgb_to_qimage
 
 
-def slide_facts(slide: Slide) -> list[tuple[str, str]]:
-    """(label, value) rows describing a slide, for people."""
+def slide_facts(slide: Slide, result: SlideSummary | None = None) -> list[tuple[str, str]]:
+    """(label, value) rows describing a slide, for people. With ``result``, the µm/px rows say
+    what that result was computed with, which a µm/px typed in since (for a run that was then
+    cancelled) does not change."""
     w, h = slide.dimensions
     levels = ", ".join(f"{lw}×{lh}" for lw, lh in slide.level_dimensions)
-    if slide.mpp:
-        mpp = f"{slide.mpp:.4g} µm/px ({slide.mpp_source})"
-        if slide.mpp_origin != "file":
+    mpp, source, origin = slide.mpp, slide.mpp_source, slide.mpp_origin
+    if result is not None and result.mpp_used is not None:
+        mpp = result.mpp_used
+        source = str(result.slide.get("mpp_source", source))
+        origin = str(result.slide.get("mpp_origin", origin))
+    if mpp:
+        mpp_text = f"{mpp:.4g} µm/px ({source})"
+        if origin != "file":
             given = "given instead of the file's" if slide.file_mpp is not None else "the file records none"
-            mpp += f", ASSUMED: {given}"
-        size = f"{w} × {h} px  ({w * slide.mpp / 1000:.2f} × {h * slide.mpp / 1000:.2f} mm)"
+            mpp_text += f", ASSUMED: {given}"
+        size = f"{w} × {h} px  ({w * mpp / 1000:.2f} × {h * mpp / 1000:.2f} mm)"
     else:
-        mpp = "not recorded: you will be asked before analysing"
+        mpp_text = "not recorded: you will be asked before analysing"
         size = f"{w} × {h} px"
     return [
         ("File", slide.path.name if slide.path else slide.name),
         ("Format", slide.vendor),
         ("Size", size),
         ("Levels", f"{slide.level_count}: {levels}"),
-        ("µm/px", mpp),
+        ("µm/px", mpp_text),
         ("Objective", f"{slide.objective_power:g}×" if slide.objective_power else "not recorded"),
     ]
 

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from engine.batch import SlideJob, SlideOutcome
+from engine.slide import ArraySlide
 from engine.tiling import TileGrid
 from gui.batch_state import BatchState
+from gui.info_panel import slide_facts
 from gui.scale_bar import format_length, format_magnification, magnification, nice_length_um, scale_bar
 from gui.state import OverlayState, Viewport, eta_s, format_duration
 from gui.tile_cache import TileCache, level_for_zoom, tile_spec, visible_tiles
@@ -211,3 +213,12 @@ def test_the_open_dialog_offers_the_engines_slide_files() -> None:
     assert sorted(slides.removeprefix("Slides (").removesuffix(")").split()) == sorted(
         f"*{suffix}" for suffix in SLIDE_SUFFIXES
     )
+
+
+def test_report_facts_give_the_mpp_the_result_used() -> None:
+    slide = ArraySlide(np.zeros((40, 50, 3), np.uint8), mpp=None).with_mpp(0.25)  # typed in since
+    made_with = {"mpp": 0.5, "mpp_used": 0.5, "mpp_source": "user", "mpp_origin": "override"}
+    facts = dict(slide_facts(slide, summary_of(slide=made_with)))
+    assert facts["µm/px"].startswith("0.5 µm/px") and "ASSUMED: the file records none" in facts["µm/px"]
+    assert facts["Size"].endswith("(0.03 × 0.02 mm)")
+    assert dict(slide_facts(slide))["µm/px"].startswith("0.25 µm/px")  # the slide as it is now
