@@ -282,9 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _command(args)
     except KeyboardInterrupt:
-        logging.getLogger(__name__).warning(
-            "interrupted: finished epochs are saved; `train --resume --out RUN` continues a run"
-        )
+        resume = "; finished epochs are saved: `train --resume --out RUN` continues the run"
+        logging.getLogger(__name__).warning("interrupted%s", resume if args.command == "train" else "")
         return 130
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +102,38 @@ def test_two_processes_train_checkpoint_and_resume(pcam_h5: Path, tmp_path: Path
 def test_waiting_ranks_leave_the_cores_to_rank_0() -> None:
     # rank 0 evaluates on every core between epochs while the others wait in a collective
     assert parallel.run(rank_jobs.idle_wait, 2, 2.0) < 0.5  # CPU seconds of 2 s of waiting
+
+
+def test_ctrl_c_ends_a_two_process_run_cleanly(pcam_h5: Path, tmp_path: Path) -> None:
+    command = [
+        *(sys.executable, "-m", "training", "train", "--arch", "conventional", "--width", "0.25"),
+        *("--epochs", "50", "--train-size", "70", "--batch-size", "16", "--threads", "2"),
+        *("--processes", "2", "--data", str(pcam_h5), "--cache-dir", str(tmp_path / "cache")),
+        *("--out", str(tmp_path / "run")),
+    ]
+    # its own session: the Ctrl-C goes to its process group, as a terminal sends it
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert run.stderr is not None
+    lines = []
+    for line in run.stderr:
+        lines.append(line)
+        if "processes of 1 thread" in line:
+            break
+    os.killpg(run.pid, signal.SIGINT)
+    _, rest = run.communicate(timeout=120)
+    text = "".join(lines) + rest
+    assert run.returncode == 130, text
+    assert "interrupted; finished epochs are saved" in text and "Traceback" not in text
+    assert _group_ends(run.pid, within_s=10.0)  # the other rank (and the spawn tracker) too
+
+
+def _group_ends(pgid: int, within_s: float) -> bool:
+    """Whether process group ``pgid`` has no process left within ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
