@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HERE=$PWD
-PY=$(realpath "${PYTHON:-.venv/bin/python}")
+PY=$(realpath -s "${PYTHON:-.venv/bin/python}")  # -s: a venv's python is a symlink to keep
 DATA=$(realpath "${DATA:-../shared/data}")
 CACHE=$(realpath -m "${CACHE:-runs/cache}")
 THREADS=${THREADS:-2}
@@ -29,10 +29,14 @@ speed() {  # LABEL FOLDER ARGS...: one 100-step run, its patches/s
     local label=$1 folder=$2
     shift 2
     rm -rf "$TMP/run"
+    (cd "$folder" && "$PY" -m training train "$@" --out "$TMP/run" >"$TMP/log" 2>&1) || true
     local rate
-    rate=$(cd "$folder" && "$PY" -m training train "$@" --out "$TMP/run" 2>&1 \
-        | sed -n 's/.*step 100\/100 .*, \([0-9.]*\) patches\/s/\1/p')
-    printf '%-52s %s patches/s\n' "$label" "${rate:-failed}"
+    rate=$(sed -n 's/.*step 100\/100 .*, \([0-9.]*\) patches\/s/\1/p' "$TMP/log")
+    if [ -n "$rate" ]; then
+        printf '%-56s %s patches/s\n' "$label" "$rate"
+    else
+        printf '%-56s failed: %s\n' "$label" "$(tail -n 1 "$TMP/log")"
+    fi
 }
 
 for round in $(seq "$ROUNDS"); do
