@@ -29,6 +29,12 @@ def _group(text: str) -> int:
     return int(text[1:])
 
 
+def _processes(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("processes is a whole number, 1 or more")
+    return int(text)
+
+
 def _add_arch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", choices=["conventional", "equivariant"], default="equivariant")
     p.add_argument("--group", type=_group, default=8, help="rotation group C4, C8 or C12")
@@ -73,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None, help="CPU threads (default all cores)")
     t.add_argument(
         "--processes",
-        type=int,
+        type=_processes,
         default=None,
         help="data-parallel processes, each stepping on a share of every batch with THREADS/N "
         "threads (default 1; 2 on 2 cores trains faster: docs/results.md)",

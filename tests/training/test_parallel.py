@@ -36,6 +36,13 @@ def test_one_process_runs_here_without_a_group() -> None:
         parallel.run(rank_jobs.summed, 0, 1.0)
 
 
+@pytest.mark.parametrize("count", ["0", "-1", "two"])
+def test_a_process_count_below_one_is_a_usage_error(count: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--processes", count])
+    assert stop.value.code == 2 and "processes is a whole number, 1 or more" in capsys.readouterr().err
+
+
 def test_values_are_summed_over_the_ranks() -> None:
     assert parallel.run(rank_jobs.summed, 3, 0.5) == [0.5 + 1.5 + 2.5, 3.0]
 
