@@ -101,6 +101,12 @@ def sum_over_ranks(values: Sequence[float]) -> list[float]:
     return [float(v) for v in t]
 
 
+def mean_over_ranks(values: torch.Tensor) -> float:
+    """The mean of ``values``' elements over every rank's ``values`` together."""
+    total, count = sum_over_ranks([float(values.sum()), float(values.numel())])
+    return total / count
+
+
 def broadcast_model(model: nn.Module) -> None:
     """Rank 0's parameters and buffers to every rank."""
     for t in [*model.parameters(), *model.buffers()]:

@@ -209,12 +209,23 @@ def negative_focus_weights(logits: torch.Tensor, labels: torch.Tensor, focus: fl
 
 
 def focused_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float, focus: float
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    label_smoothing: float,
+    focus: float,
+    across_ranks: bool = False,
 ) -> torch.Tensor:
-    """Cross-entropy averaged with :func:`negative_focus_weights` (the plain mean when focus is 0)."""
+    """Cross-entropy averaged with :func:`negative_focus_weights` (the plain mean when focus is 0).
+
+    ``across_ranks``: these patches are one rank's share of a batch split over the processes of a
+    data-parallel run (:mod:`training.parallel`). The weights are then divided by their mean over
+    the whole batch, not over the share, so that :func:`training.parallel.combine_step` makes the
+    whole batch's gradient exactly (one more all-reduce of two numbers).
+    """
     each = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing, reduction="none")
     weights = negative_focus_weights(logits, labels, focus)
-    return (weights * each).sum() / weights.sum()
+    mean = parallel.mean_over_ranks(weights) if across_ranks else weights.mean()
+    return (weights * each).mean() / mean
 
 
 CONSISTENCY_TERMS = {"mutual": shift_consistency, "anchored": anchored_consistency}
@@ -453,7 +464,9 @@ def _train(
                     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                 objective = loss  # the logged loss stays the plain mean; --negative-focus weighs patches
                 if cfg.negative_focus > 0:
-                    objective = focused_cross_entropy(logits, y, cfg.label_smoothing, cfg.negative_focus)
+                    objective = focused_cross_entropy(
+                        logits, y, cfg.label_smoothing, cfg.negative_focus, across_ranks=ranks.size > 1
+                    )
                 if cfg.consistency > 0:
                     first, second = logits.chunk(2)
                     if teacher is not None:
@@ -466,7 +479,7 @@ def _train(
                     consistency_sum += float(term.detach()) * len(first)
                 optimizer.zero_grad(set_to_none=True)
                 objective.backward()  # type: ignore[no-untyped-call]
-                if ranks.size > 1:  # exact for the plain mean losses; --negative-focus: per share
+                if ranks.size > 1:  # each rank's objective is its share's part of the whole batch's
                     parallel.combine_step(model, share, whole)
                 optimizer.step()
                 scheduler.step()

@@ -8,9 +8,9 @@ from torch import nn
 
 pytest.importorskip("e2cnn")
 
-from benchmarks.train_ceiling import network, step_seconds  # noqa: E402
-from training.config import ArchConfig  # noqa: E402
-from training.equivariant import EquivariantMobileNetV2, to_plain  # noqa: E402
+from benchmarks.train_ceiling import network, step_seconds
+from training.config import ArchConfig
+from training.equivariant import EquivariantMobileNetV2, to_plain
 
 ARCH = ArchConfig(arch="equivariant", group_order=4, width=0.25, antialias=True)
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from training import parallel
+from training.train import focused_cross_entropy
 
 BATCH = 7  # an odd batch: rank 0 gets 4 patches, rank 1 gets 3
 
@@ -28,13 +29,14 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(BATCH, 3, 9, 9, generator=g), torch.randint(0, 2, (BATCH,), generator=g)
 
 
-def combined_step(ranks: parallel.Ranks, batch_norm: bool) -> dict[str, torch.Tensor]:
-    """One forward and backward pass on this rank's share, then :func:`parallel.combine_step`;
-    the gradients and batch-norm statistics every rank then holds (checked equal on all ranks)."""
+def combined_step(ranks: parallel.Ranks, batch_norm: bool, focus: float = 0.0) -> dict[str, torch.Tensor]:
+    """One forward and backward pass on this rank's share (the trainer's loss, with ``--negative-focus
+    focus``), then :func:`parallel.combine_step`; the gradients and batch-norm statistics every rank
+    then holds (checked equal on all ranks)."""
     model = small_net(batch_norm)
     x, y = batch()
     idx = ranks.share(torch.arange(BATCH).numpy())
-    loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+    loss = focused_cross_entropy(model(x[idx]), y[idx], 0.0, focus, across_ranks=True)
     loss.backward()  # type: ignore[no-untyped-call]
     parallel.combine_step(model, len(idx), BATCH)
     for p in model.parameters():  # gradients as weights: every rank must hold the same ones

@@ -17,6 +17,7 @@ from torch import nn
 from tests.training import rank_jobs
 from training import parallel
 from training.cli import main
+from training.train import focused_cross_entropy, negative_focus_weights
 
 
 def test_the_ranks_share_every_batch_between_them() -> None:
@@ -66,6 +67,21 @@ def test_two_ranks_take_the_step_of_the_whole_batch() -> None:
     for name, p in whole.named_parameters():
         assert p.grad is not None
         # float32 sums of a few dozen terms of magnitude <= 1, added in another order
+        torch.testing.assert_close(held[f"grad.{name}"], p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_two_ranks_take_the_negative_focus_step_of_the_whole_batch() -> None:
+    focus = 4.0
+    model = rank_jobs.small_net(batch_norm=False)
+    x, y = rank_jobs.batch()
+    weights = negative_focus_weights(model(x), y, focus)
+    shares = [parallel.Ranks(r, 2).share(np.arange(rank_jobs.BATCH)) for r in range(2)]
+    # the shares' weights differ, so normalising each by its own would not give the whole batch's step
+    assert abs(float(weights[shares[0]].mean() - weights[shares[1]].mean())) > 0.1
+    focused_cross_entropy(model(x), y, 0.0, focus).backward()  # type: ignore[no-untyped-call]
+    held = parallel.run(rank_jobs.combined_step, 2, False, focus)
+    for name, p in model.named_parameters():
+        assert p.grad is not None
         torch.testing.assert_close(held[f"grad.{name}"], p.grad, rtol=1e-5, atol=1e-6)
 
 
