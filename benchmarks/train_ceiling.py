@@ -29,6 +29,7 @@ import multiprocessing as mp
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,30 +62,47 @@ def network(arch: ArchConfig, kind: str) -> nn.Module:
     return net.train()
 
 
-def step_seconds(arch: ArchConfig, kind: str, batch: int, threads: int, steps: int) -> float:
-    """Median seconds of one forward and backward pass of ``batch`` patches on ``threads`` threads."""
-    torch.set_num_threads(threads)
+def stepper(arch: ArchConfig, kind: str, batch: int) -> Callable[[], None]:
+    """One forward and backward pass of ``batch`` random patches through a fresh ``kind`` net."""
     torch.manual_seed(0)
     net = network(arch, kind)
     x = torch.randn(batch, 3, arch.input_size, arch.input_size)
     y = torch.randint(0, arch.num_classes, (batch,))
-    times = []
-    for i in range(steps + 2):
-        t0 = time.perf_counter()
+
+    def step() -> None:
         net.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y).backward()  # type: ignore[no-untyped-call]
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
+
+    return step
+
+
+def median_seconds(step: Callable[[], None], steps: int, warmup: int = 2) -> float:
+    """Median wall time of ``steps`` calls of ``step`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def step_seconds(arch: ArchConfig, kind: str, batch: int, threads: int, steps: int) -> float:
+    """Median seconds of one forward and backward pass of ``batch`` patches on ``threads`` threads."""
+    torch.set_num_threads(threads)
+    return median_seconds(stepper(arch, kind, batch), steps)
 
 
 def _rank(args: tuple[ArchConfig, str, int, int, Any]) -> float:
     arch, kind, batch, steps, barrier = args
     keep_freed_memory()
     torch.set_num_threads(1)
-    step_seconds(arch, kind, batch, 1, 1)  # build and warm up before the others start timing
+    step = stepper(arch, kind, batch)
+    step()  # built and warm before the others start timing
+    step()
     barrier.wait()
-    return step_seconds(arch, kind, batch, 1, steps)
+    return median_seconds(step, steps, warmup=0)
 
 
 def parallel_rate(arch: ArchConfig, kind: str, batch: int, processes: int, steps: int) -> float:

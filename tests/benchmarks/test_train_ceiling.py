@@ -10,7 +10,7 @@ from torch import nn
 
 pytest.importorskip("e2cnn")
 
-from benchmarks.train_ceiling import NETS, network, step_seconds
+from benchmarks.train_ceiling import NETS, network, parallel_rate, step_seconds
 from training.config import ArchConfig
 from training.equivariant import EquivariantMobileNetV2, to_plain
 
@@ -46,3 +46,8 @@ def test_convs_only_has_no_batch_norm_or_relu_and_still_learns() -> None:
 def test_every_net_takes_a_timed_step(kind: str) -> None:
     seconds = step_seconds(ARCH, kind, batch=2, threads=1, steps=1)
     assert math.isfinite(seconds) and seconds > 0
+
+
+def test_processes_step_on_shares_of_the_batch_at_once() -> None:
+    rate = parallel_rate(ARCH, "convs only", batch=4, processes=2, steps=1)
+    assert math.isfinite(rate) and rate > 0
