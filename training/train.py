@@ -311,6 +311,13 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def time_left(epoch_seconds: list[float], epochs_left: int) -> str:
+    """How long ``epochs_left`` more epochs take at the mean of ``epoch_seconds``, for the log."""
+    seconds = round(sum(epoch_seconds) / len(epoch_seconds) * epochs_left / 60) * 60
+    hours, minutes = divmod(seconds // 60, 60)
+    return f"about {hours} h {minutes:02d} min" if hours else f"about {max(1, minutes)} min"
+
+
 def _save(obj: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -429,6 +436,7 @@ def _train(
         stratified_subset(splits.select.labels, min(SHIFT_CHECK_SIZE, len(splits.select)), SHIFT_CHECK_SEED)
     ).images
     end = cfg.epochs if stop_after is None else min(cfg.epochs, state["epoch"] + stop_after)
+    epoch_seconds: list[float] = []  # wall time of each epoch this call trained, evaluation included
     # One worker prepares the next batch (decoding, augmentation) while the model trains on this one.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batches") as prep:
         for epoch in range(state["epoch"], end):
@@ -571,5 +579,14 @@ def _train(
                 last["ema"] = ema.state_dict()
             _save(last, last_path)
             torch.set_num_threads(own_threads)
+            epoch_seconds.append(time.time() - t0)
+            if epoch + 1 < cfg.epochs:
+                log.info(
+                    "epoch %d took %.1f min; %s to epoch %d",
+                    epoch + 1,
+                    epoch_seconds[-1] / 60,
+                    time_left(epoch_seconds, cfg.epochs - epoch - 1),
+                    cfg.epochs,
+                )
     log.info("done: best selection loss %.4f at epoch %d", state["best_loss"], state["best_epoch"])
     return state

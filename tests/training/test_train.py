@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import shutil
 from dataclasses import replace
@@ -27,6 +28,7 @@ from training.train import (
     negative_focus_weights,
     shift_consistency,
     teacher_consistency,
+    time_left,
     train,
 )
 
@@ -136,6 +138,32 @@ def test_cli_export_then_evaluate(trained_run: tuple[Path, dict], pcam_h5: Path)
     stamped = Model.load(model, threads=1)  # the numbers travel with the model, weights unchanged
     assert stamped.contract.info["heldout"]["auc"] == metrics["auc"]
     assert clinical_card(stamped).metrics[1].value == pytest.approx(metrics["auc"]["value"])
+
+
+def test_time_left_is_the_mean_epoch_times_the_epochs_left() -> None:
+    assert time_left([600.0], 43) == "about 7 h 10 min"
+    assert time_left([500.0, 700.0], 6) == "about 1 h 00 min"
+    assert time_left([30.0, 90.0], 1) == "about 1 min"
+    assert time_left([10.0], 1) == "about 1 min"  # never "0 min" while an epoch is left
+
+
+def test_every_epoch_but_the_last_logs_the_time_left(
+    pcam_h5: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = TrainConfig(
+        data=str(pcam_h5),
+        out_dir=str(tmp_path / "run"),
+        cache_dir=str(tmp_path / "cache"),
+        epochs=2,
+        batch_size=32,
+        train_size=64,
+        eval_batch=128,
+        threads=1,
+    )
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        train(cfg, ArchConfig(arch="conventional", width=0.25, strides=FAST))
+    said = [r.getMessage() for r in caplog.records if " took " in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("epoch 1 took ") and said[0].endswith(" min to epoch 2")
 
 
 @pytest.mark.parametrize("robust", [False, True])
