@@ -94,8 +94,7 @@ def step_seconds(arch: ArchConfig, kind: str, batch: int, threads: int, steps: i
     return median_seconds(stepper(arch, kind, batch), steps)
 
 
-def _rank(args: tuple[ArchConfig, str, int, int, Any]) -> float:
-    arch, kind, batch, steps, barrier = args
+def _rank(arch: ArchConfig, kind: str, batch: int, steps: int, barrier: Any) -> float:
     keep_freed_memory()
     torch.set_num_threads(1)
     step = stepper(arch, kind, batch)
@@ -112,7 +111,7 @@ def parallel_rate(arch: ArchConfig, kind: str, batch: int, processes: int, steps
     with ctx.Manager() as manager:
         barrier = manager.Barrier(processes)
         with ctx.Pool(processes) as pool:
-            seconds = pool.map(_rank, [(arch, kind, share, steps, barrier)] * processes)
+            seconds = pool.starmap(_rank, [(arch, kind, share, steps, barrier)] * processes)
     return share * processes / max(seconds)
 
 
