@@ -6,7 +6,7 @@ random delay between 0 and the median time of three uninterrupted runs, and clas
 - ``clean``: exit 130 (SIGINT) or 143 (SIGTERM), one "interrupted" line, no traceback;
 - ``finished``: exit 0, the process had ended before the signal came;
 - ``startup``: ended by the signal's default action (-2/-15): it came while the interpreter was
-  starting, before ``engine/__main__.py`` ran its first line, when nothing is open yet;
+  starting, before ``engine.launch`` installed its handlers, when nothing is open yet;
 - ``crash``: anything else (OpenSlide assertion 134, segfault 139, killed by another signal, a
   traceback, another exit status).
 

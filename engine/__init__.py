@@ -10,9 +10,15 @@ an input) and :class:`SlideSummary` (a finished analysis). They are imported on 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# onnxruntime 1.29 and later send usage events to Microsoft from Linux and macOS too, unless this
+# is set before it starts (Windows: ``Model.load`` turns its events off). An offline medical tool
+# reports nothing anywhere: every process that runs a model imports this package first.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 _EXPORTS = {
     "open_slide": "engine.slide",

@@ -16,18 +16,12 @@ from engine.errors import (
     EquiTriageError,
     OutputError,
     Remedy,
+    ResultLockedError,
     SlideNotFoundError,
     SlideReadError,
     phrase,
 )
-from engine.identity import (
-    DICOM_SUFFIX,
-    ResultLock,
-    ResultLockedError,
-    display_name,
-    input_identity,
-    results_name,
-)
+from engine.identity import ResultLock, display_name, input_identity, results_name
 from engine.model import Model
 from engine.outputs import read_summary, write_results, write_text_atomic
 from engine.pipeline import AnalysisParams, BatchFn, PlanFn, ProgressFn, analyse_slide
@@ -55,6 +49,21 @@ class SlideJob:
 def job_for(path: Path) -> SlideJob:
     """The job of one input: its result folder is named by :func:`engine.identity.results_name`."""
     return SlideJob(path, results_name(path))
+
+
+def unique_jobs(paths: Iterable[Path]) -> list[SlideJob]:
+    """One job per result folder, in the order the paths first name it.
+
+    Paths that name one input (a path given twice; the ``.dcm`` files of one DICOM folder, or a
+    dangling ``.dcm`` link beside them) give one job, standing on the first of them that is a
+    file: a broken entry never takes over a readable slide's result.
+    """
+    jobs: dict[str, SlideJob] = {}
+    for job in map(job_for, paths):
+        kept = jobs.get(job.name)
+        if kept is None or (not kept.path.is_file() and job.path.is_file()):
+            jobs[job.name] = job
+    return list(jobs.values())
 
 
 @dataclass(frozen=True)
@@ -90,24 +99,22 @@ def discover_slides(folder: Path, recursive: bool = False, exclude: Path | None 
     if not folder.is_dir():
         raise SlideNotFoundError(f"{folder}: is a file, not a folder of slides", Remedy.USE_FOLDER)
     pattern = "**/*" if recursive else "*"
-    excluded = exclude.resolve() if exclude else None
+    try:
+        excluded = exclude.resolve() if exclude else None
+    except (OSError, RuntimeError):  # the output folder's own path loops: it holds no slide
+        excluded = None
     try:
         candidates = sorted(folder.glob(pattern))
     except OSError as exc:  # e.g. a symlink loop deep in a recursive walk
         raise SlideNotFoundError(f"{folder}: cannot be listed ({exc.strerror or exc})") from exc
-    jobs: list[SlideJob] = []
-    dicom_dirs: set[Path] = set()
-    for path in candidates:
-        if path.suffix.lower() not in SLIDE_SUFFIXES or path.name.startswith("."):
-            continue
-        if excluded and _resolves_under(path, excluded):
-            continue
-        if path.suffix.lower() == DICOM_SUFFIX and path.is_file():
-            if path.parent in dicom_dirs:
-                continue
-            dicom_dirs.add(path.parent)
-        jobs.append(job_for(path))  # a folder named x.svs or a dangling link fails as that slide
-    return jobs
+    slides = (
+        path
+        for path in candidates
+        if path.suffix.lower() in SLIDE_SUFFIXES
+        and not path.name.startswith(".")
+        and not (excluded and _resolves_under(path, excluded))
+    )
+    return unique_jobs(slides)  # a folder named x.svs or a dangling link fails as that slide
 
 
 def holds(outer: Path, inner: Path) -> bool:
@@ -146,15 +153,16 @@ def is_finished(
 def _same_mpp(slide: dict[str, Any], mpp: float | None, default_mpp: float | None) -> bool:
     """Whether a run with ``mpp`` (override) and ``default_mpp`` would use the stored µm/px.
 
-    With neither given, any stored µm/px is accepted (the file's own, or one given before).
+    With neither given, a slide whose file records its µm/px must have been analysed at it; one
+    whose file records none keeps the µm/px given before (this run has none to use instead).
     """
     used = slide.get("mpp_used")
     if mpp is not None:
         return bool(used == mpp)
-    if default_mpp is None:
-        return True
     file_mpp = slide.get("file_mpp")
-    return bool(used == (file_mpp if file_mpp is not None else default_mpp))
+    if file_mpp is not None:
+        return bool(used == file_mpp)
+    return default_mpp is None or bool(used == default_mpp)
 
 
 def analyse_file(

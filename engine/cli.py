@@ -17,6 +17,7 @@ import argparse
 import io
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -155,10 +156,14 @@ def main(argv: Sequence[str] | None = None, pending_signals: list[int] | None = 
         with signals:
             code: int = args.func(args, signals.cancel)
             signals.check()
+            sys.stdout.flush()  # a closed pipe shows here, not at exit after the handlers below
         return code
     except (KeyboardInterrupt, CancelledError):
         say_error("interrupted; finished slides are kept, re-run the same command to resume")
         return 128 + (signals.received or signal.SIGINT)
+    except BrokenPipeError:  # stdout was closed early (`| head`): the rest is not wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error again at exit
+        return EXIT_FAILED
     except OutputError as exc:
         say_error(exc.message(remedies_for(args.command)))
         return EXIT_START
@@ -194,7 +199,7 @@ class _Signals:
             # A file-size limit must give an error (EFBIG), not kill the process.
             if hasattr(signal, "SIGXFSZ"):
                 self._previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        if self._pending:  # arrived while Python was starting (see engine/__main__.py)
+        if self._pending:  # arrived while Python was starting (see engine/launch.py)
             self._handle(self._pending[0], None)
         return self
 

@@ -258,7 +258,10 @@ def _gather(
         raise
     finally:
         if pending:
-            client.cancel(list(pending))
+            try:
+                client.cancel(list(pending))
+            except Exception:  # best effort: the scheduler may be gone; the error above is reported
+                log.debug("could not cancel %d pending slides", len(pending), exc_info=True)
     summary.flush(outcomes)
     return outcomes
 

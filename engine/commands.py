@@ -239,9 +239,9 @@ def _table(outcomes: list[Any], remedies: dict[Remedy, str]) -> str:
 
 
 def cmd_analyse(args: argparse.Namespace, cancel: threading.Event) -> int:
-    from engine.batch import job_for
+    from engine.batch import unique_jobs
 
-    jobs = list({job.name: job for job in map(job_for, args.slides)}.values())
+    jobs = unique_jobs(args.slides)
     return _run(args, jobs, resume=False, cancel=cancel)
 
 
@@ -290,8 +290,13 @@ def cmd_model(args: argparse.Namespace, cancel: threading.Event) -> int:
         _out(json.dumps(facts, indent=2, ensure_ascii=False))
         return EXIT_OK
     _print_facts(facts, skip=set())
-    if card_path.is_file():
-        _out("\n" + card_path.read_text(encoding="utf-8"))
+    try:
+        card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
+    except (OSError, UnicodeError) as exc:  # the facts are out; a damaged card is only noted
+        log.warning("%s: cannot be read (%s)", card_path, exc)
+        card = ""
+    if card:
+        _out("\n" + card)
     return EXIT_OK
 
 

@@ -155,6 +155,18 @@ class OutputError(EquiTriageError):
     default_remedy = Remedy.CHOOSE_OUTPUT_DIR
 
 
+class ResultLockedError(OutputError):
+    """Another running process is writing this result folder (``engine.identity.ResultLock``)."""
+
+    default_remedy = Remedy.WAIT_FOR_OTHER_RUN
+
+
+class ResultsError(EquiTriageError):
+    """A result folder exists but its files cannot be read back."""
+
+    default_remedy = Remedy.ANALYSE_AGAIN
+
+
 class ClusterError(EquiTriageError):
     """A Dask cluster could not be used: not installed, unreachable, insecure or mismatched."""
 

@@ -4,8 +4,9 @@
   the slide's name plus a short hash of its absolute path (``a/s.tiff`` and ``b/s.tiff`` never
   share a folder; links are not followed, so two links to one file are two inputs).
 - :func:`input_identity` fingerprints the content (size, mtime and a hash of the first and last
-  MiB of every file; a DICOM slide is the folder of its ``.dcm`` files), so a result is reused
-  only for the very content it was made from.
+  MiB of every file; a DICOM slide is the folder of its ``.dcm`` files; the name, size and mtime
+  of a MIRAX or Hamamatsu slide's companion files), so a result is reused only for the very
+  content it was made from.
 - :class:`ResultLock` is an ``O_EXCL`` lock file per result folder holding the writer's pid and
   host: two processes (two batches, the app and the CLI, or cluster workers on several machines
   sharing the folder) never write the same folder at once. A lock whose process on this machine is
@@ -20,6 +21,7 @@
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import hashlib
 import logging
@@ -32,7 +34,7 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from engine.errors import OutputError, Remedy, SlideNotFoundError
+from engine.errors import OutputError, Remedy, ResultLockedError, SlideNotFoundError
 from engine.slide import slide_name
 from engine.summary import InputIdentity
 
@@ -44,6 +46,8 @@ LOCK_WRITE_GRACE_S = 10.0  # an empty lock file younger than this is still being
 LOCK_LEASE_S = 60.0  # a lock from another machine not renewed for this long is stale
 LOCK_REFRESH_S = LOCK_LEASE_S / 4  # how often a held lock is renewed (its mtime touched)
 DICOM_SUFFIX = ".dcm"
+NAME_CHARS = 80  # of a slide's name kept in its result folder's name
+NAME_BYTES = 200  # and at most this many bytes of it in UTF-8
 _UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
 
 
@@ -64,11 +68,15 @@ def display_name(path: Path) -> str:
 
 
 def results_name(path: Path) -> str:
-    """The result folder name of ``path``: ``<name>_<8 hex of the absolute path's sha256>``."""
+    """The result folder name of ``path``: ``<name>_<8 hex of the absolute path's sha256>``, the
+    name cut to :data:`NAME_CHARS` characters and :data:`NAME_BYTES` bytes (file systems allow
+    255 bytes, and one character can take four)."""
     root = input_root(path)
     key = str(_absolute(root)).encode("utf-8", "surrogateescape")
-    safe = _UNSAFE.sub("_", display_name(path)).strip(". ") or "slide"
-    return f"{safe[:80]}_{hashlib.sha256(key).hexdigest()[:8]}"
+    safe = (_UNSAFE.sub("_", display_name(path)).strip(". ") or "slide")[:NAME_CHARS]
+    while len(safe.encode("utf-8", "surrogateescape")) > NAME_BYTES:
+        safe = safe[:-1]
+    return f"{safe}_{hashlib.sha256(key).hexdigest()[:8]}"
 
 
 def _files_of(path: Path) -> list[Path]:
@@ -76,6 +84,25 @@ def _files_of(path: Path) -> list[Path]:
     if root is path:
         return [path]
     return sorted(p for p in root.iterdir() if p.suffix.lower() == DICOM_SUFFIX and p.is_file())
+
+
+def companions(path: Path) -> list[Path]:
+    """The files a multi-file slide keeps beside ``path``: a MIRAX ``.mrxs``'s folder of the same
+    name (``Slidedat.ini``, ``Data*.dat``), or the image files a Hamamatsu ``.vms``/``.vmu``
+    names (``...File`` keys). Those that exist, sorted; none for other formats."""
+    suffix = path.suffix.lower()
+    if suffix == ".mrxs":
+        folder = path.with_suffix("")
+        return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
+    if suffix not in (".vms", ".vmu"):
+        return []
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read_string(path.read_text(encoding="utf-8", errors="replace"))
+    except configparser.Error:  # not an index file at all: the slide reader will say so
+        return []
+    names = {v.strip() for section in parser.values() for k, v in section.items() if k.endswith("file")}
+    return sorted(f for f in (path.parent / n for n in names if n) if f != path and f.is_file())
 
 
 def _hash_file(digest: hashlib._Hash, path: Path) -> None:
@@ -100,6 +127,9 @@ def input_identity(path: Path) -> InputIdentity:
     try:
         for file in _files_of(path):
             _hash_file(digest, file)
+        for file in companions(path):  # large and many: their names, sizes and times stand for them
+            st = file.stat()
+            digest.update(f"{file.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode("utf-8", "surrogateescape"))
     except OSError as exc:
         raise SlideNotFoundError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     return InputIdentity(
@@ -125,12 +155,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-class ResultLockedError(OutputError):
-    """Another running process is writing this result folder."""
-
-    default_remedy = Remedy.WAIT_FOR_OTHER_RUN
 
 
 def this_host() -> str:

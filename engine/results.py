@@ -15,18 +15,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.contract import TriagePolicy
-from engine.errors import EquiTriageError, Remedy
+from engine.errors import ResultsError
 from engine.outputs import TILES, read_summary
 from engine.pipeline import prob_grid
 from engine.regions import Region, find_regions
 from engine.summary import SlideSummary
 from engine.tiling import TileGrid
-
-
-class ResultsError(EquiTriageError):
-    """A result folder exists but its files cannot be read back."""
-
-    default_remedy = Remedy.ANALYSE_AGAIN
 
 
 @dataclass(frozen=True)
@@ -95,11 +89,28 @@ def grid_from_summary(summary: SlideSummary) -> TileGrid:
         raise ResultsError(f"summary.json lacks the tile grid ({exc})") from exc
 
 
-def load_saved(folder: Path) -> SavedAnalysis | None:
-    """The finished analysis in ``folder``; None if there is none. Raises ResultsError if damaged."""
-    summary = read_summary(folder)
-    if summary is None:
-        return None
+def load_saved(folder: Path, tries: int = 3) -> SavedAnalysis | None:
+    """The finished analysis in ``folder``; None if there is none. Raises ResultsError if damaged.
+
+    ``summary.json`` is read again after the tiles: if another run replaced the result meanwhile,
+    the tiles may be the new run's, so it is read again (up to ``tries`` times), never mixed.
+    """
+    for _ in range(tries):
+        summary = read_summary(folder)
+        if summary is None:
+            return None
+        try:
+            saved = _with_tiles(folder, summary)
+        except ResultsError:
+            if read_summary(folder) == summary:
+                raise  # the result did not change: it is damaged
+            continue  # the tiles were a newer result's
+        if read_summary(folder) == summary:
+            return saved
+    raise ResultsError(f"{folder.name}: being rewritten by another run; open it again when that is done")
+
+
+def _with_tiles(folder: Path, summary: SlideSummary) -> SavedAnalysis:
     grid = grid_from_summary(summary)
     xs: list[int] = []
     ys: list[int] = []

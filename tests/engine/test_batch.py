@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from engine.batch import analyse_file, discover_slides, is_finished, job_for, run_batch
+from engine.batch import analyse_file, discover_slides, is_finished, job_for, run_batch, unique_jobs
 from engine.errors import CancelledError
 from engine.identity import LOCK, results_name
 from engine.model import Model
@@ -67,7 +67,7 @@ OVERRIDE = {"mpp_used": 0.3, "mpp": 0.3, "mpp_source": "user", "mpp_origin": "ov
         (DEFAULT, 0.25, None, True),
         (OVERRIDE, 0.3, None, True),
         (OVERRIDE, None, 0.3, False),  # the file's own 0.5 would be used now
-        (OVERRIDE, None, None, True),
+        (OVERRIDE, None, None, False),  # likewise: a plain re-run uses the file's own 0.5
     ],
 )
 def test_mpp_decides_whether_a_slide_is_redone(
@@ -141,6 +141,37 @@ def test_a_folder_is_searched_for_the_one_list_of_slide_files(tmp_path: Path) ->
     assert sorted(job.path.suffix for job in jobs) == sorted(SLIDE_SUFFIXES)
     assert PLAIN_IMAGE_SUFFIXES <= SLIDE_SUFFIXES  # every plain image the reader opens, e.g. .bmp
     assert all(job.name == results_name(job.path) for job in jobs)
+
+
+def test_a_dangling_dcm_link_never_takes_over_its_folders_slide(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "0.dcm").symlink_to(tmp_path / "gone.dcm")  # sorts first, and is no file
+    for name in ("1.dcm", "2.dcm"):
+        (folder / name).write_bytes(b"DICM")
+    (job,) = discover_slides(folder)  # one DICOM slide, so one job and one result folder
+    assert job.path == folder / "1.dcm" and job.name == results_name(folder / "0.dcm")
+    (job,) = unique_jobs([folder / "0.dcm", folder / "1.dcm", folder / "0.dcm"])  # as `analyse` gets them
+    assert job.path == folder / "1.dcm"
+    (job,) = unique_jobs([folder / "0.dcm"])  # alone, it fails as that slide
+    assert job.path == folder / "0.dcm"
+
+
+def test_a_long_name_in_wide_characters_still_makes_a_folder(tmp_path: Path) -> None:
+    slide = tmp_path / ("\N{MICROSCOPE}" * 62 + ".svs")  # 252 bytes: a legal file name
+    slide.write_bytes(b"")
+    name = results_name(slide)
+    assert len(name.encode()) <= 255 and name.startswith("\N{MICROSCOPE}" * 40)
+    (tmp_path / "out" / name).mkdir(parents=True)  # the file system takes it
+    assert results_name(tmp_path / ("x" * 100 + ".svs")).split("_")[0] == "x" * 80  # ASCII: 80 characters
+
+
+def test_an_output_folder_whose_path_loops_hides_nothing(tmp_path: Path) -> None:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "slides").mkdir()
+    (tmp_path / "slides" / "a.svs").write_bytes(b"")
+    jobs = discover_slides(tmp_path / "slides", exclude=tmp_path / "loop" / "out")
+    assert [job.path.name for job in jobs] == ["a.svs"]
 
 
 def test_a_cancel_after_the_last_tile_still_writes_nothing(model: Model, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,53 @@ def test_info_and_model(shared_data: Path, model_path: Path) -> None:
     assert proc.returncode == 0 and "pass --mpp" in proc.stdout
     proc = run_cli("model", "--model", str(model_path), "--json")
     assert json.loads(proc.stdout)["model_version"] == "test-colour-1"
+
+
+def test_a_damaged_model_card_is_noted_not_fatal(model_path: Path, tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    shutil.copyfile(model_path, model)
+    (tmp_path / "MODEL_CARD.md").write_bytes(b"\xff\xfe not UTF-8")
+    proc = run_cli("model", "--model", str(model))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "sha256" in proc.stdout and "MODEL_CARD.md: cannot be read" in proc.stderr
+
+
+def test_a_closed_pipe_ends_quietly(model_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", "model", "--model", str(model_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # as `| head` does when it has read enough, here before the first line
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and stderr == "", stderr
+
+
+def test_a_signal_while_the_command_line_is_imported_ends_cleanly() -> None:
+    # SIGTERM comes while `engine.cli` is being imported, after `engine.launch` (the installed
+    # command's entry point) set its handlers: kept, then handled as any interrupt (exit 143).
+    code = """
+import importlib.abc, os, signal, sys
+
+class SignalOnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "engine.cli":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+sys.meta_path.insert(0, SignalOnImport())
+sys.argv = ["equitriage-engine", "model", "--json"]
+from engine.launch import main
+sys.exit(main())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in proc.stderr, proc.stderr
+    assert "interrupted" in proc.stderr
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["equitriage-engine"] == "engine.launch:main"
 
 
 def slide_folder(shared_data: Path, root: Path, copies: int) -> Path:
@@ -352,6 +400,18 @@ def test_all_glass_image_is_a_valid_no_tissue_result(model_path: Path, tmp_path:
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_onnxruntime_records_nothing_in_the_home_folder(model_path: Path, tmp_path: Path) -> None:
+    """onnxruntime >= 1.29 keeps a device id and an event cache under ~/.cache/Microsoft unless
+    told not to before it starts (engine/__init__.py)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = run_cli(
+        "model", "--model", str(model_path), "--json", env={"HOME": str(home), "XDG_CACHE_HOME": ""}
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not list(home.rglob("*"))
+
+
 def test_no_network_syscalls_at_all(shared_data: Path, model_path: Path, tmp_path: Path) -> None:
     """Below Python too (onnxruntime and OpenSlide are C++): no IP socket is ever created."""
     trace = tmp_path / "strace.txt"

@@ -22,7 +22,8 @@ import pytest
 
 from engine import identity
 from engine.cli import main
-from engine.identity import LOCK_LEASE_S, ResultLock, ResultLockedError, results_name, this_host
+from engine.errors import ResultLockedError
+from engine.identity import LOCK_LEASE_S, ResultLock, results_name, this_host
 from engine.model import Model
 from tests.conftest import REPO
 from tests.engine.test_cli import read_rows, result_dir, run_cli
@@ -94,6 +95,25 @@ def test_new_content_at_the_same_path_is_analysed_again(
     assert status()[0] == "ok" and status()[1] != first[1]
     os.utime(slide, ns=(1, 1))  # same bytes, touched: redone, never trusted blindly
     assert run_cli(*batch).returncode == 0 and status()[0] == "ok"
+
+
+def test_a_multi_file_slides_companions_are_part_of_its_identity(tmp_path: Path) -> None:
+    mrxs = tmp_path / "s.mrxs"
+    mrxs.write_text("[GENERAL]\n")
+    (tmp_path / "s").mkdir()
+    data = tmp_path / "s" / "Data0000.dat"
+    data.write_bytes(b"a" * 10)
+    before = identity.input_identity(mrxs)
+    data.write_bytes(b"b" * 11)  # new image data behind an unchanged index file
+    assert identity.input_identity(mrxs) != before
+    vms = tmp_path / "v.vms"
+    vms.write_text("[Virtual Microscope Specimen]\nImageFile=v.jpg\nMapFile=v_map.jpg\n")
+    (tmp_path / "v.jpg").write_bytes(b"x")
+    assert identity.companions(vms) == [tmp_path / "v.jpg"]  # the map file is not there
+    before = identity.input_identity(vms)
+    os.utime(tmp_path / "v.jpg", ns=(1, 1))
+    assert identity.input_identity(vms) != before
+    assert identity.companions(tmp_path / "v.jpg") == []
 
 
 def test_summary_csv_is_a_view_of_the_whole_folder(
