@@ -61,6 +61,7 @@ class AnalysisController(QObject):
         self.saved: SavedAnalysis | None = None
         self.regions = Latest()
         self._started_at = 0.0
+        self._wanted: int | None = None  # the slide tag of the start waiting for the model
         panel.cancel_requested.connect(self.cancel)
         panel.regions_wanted.connect(self.find_regions)
         models.loaded.connect(self._model_loaded)
@@ -84,12 +85,15 @@ class AnalysisController(QObject):
         if problem:
             self.error.emit("Results folder not writable", problem)
             return
-        token = self.slides.tag
+        token = self._wanted = self.slides.tag
         self.panel.set_running(True)
         self.panel.set_progress(0, 1, "Loading the model…")
         self.models.with_model(lambda model: self._start(token, opened, model, params))
 
     def _start(self, token: int, opened: OpenedSlide, model: Model, params: AnalysisParams) -> None:
+        if token != self._wanted:  # another slide's start waits for the model too: the panel is its
+            return
+        self._wanted = None
         if not self.slides.is_latest(token) or self.running:
             self.panel.set_running(self.running)
             return
@@ -114,6 +118,16 @@ class AnalysisController(QObject):
         if self.worker is not None:
             self.worker.cancel.set()
             self.panel.progress_label.setText("Cancelling…")
+
+    def stop(self) -> None:
+        """The slide being analysed is closed: its analysis stops, and what it had saved before
+        stays (nothing of it is written)."""
+        if self._wanted is not None:  # a start still waiting for the model will not run
+            self._wanted = None
+            self.panel.set_running(self.running)
+        if self.worker is not None:
+            self.worker.cancel.set()
+            self.status.emit(f"Stopping the analysis of {self.worker.request.job.label}…", 0)
 
     def shutdown(self) -> None:
         """Cancel a running analysis and wait for its worker (bounded)."""
@@ -161,18 +175,22 @@ class AnalysisController(QObject):
             self.show(saved)
 
     def _failed(self, token: int, message: str) -> None:
-        self._ended()
+        request = self._ended()
         if self.slides.is_latest(token):  # the result on disk (if any) still stands: show it again
             self.show(self.saved)
             self.panel.set_progress(0, 1, f"Analysis failed: {message}")
+        elif request is not None:  # a slide no longer open: say which
+            message = f"{request.job.label}: {message}"
         self.error.emit("Analysis failed", message)
 
     def _cancelled(self, token: int) -> None:
-        self._ended()
+        request = self._ended()
         if self.slides.is_latest(token):
             self.panel.set_progress(0, 1, "Cancelled")
             self.show(self.saved)
-        self.status.emit("Analysis cancelled", 5000)
+            self.status.emit("Analysis cancelled", 5000)
+        elif request is not None:
+            self.status.emit(f"Analysis of {request.job.label} stopped; its earlier result is kept", 8000)
 
     # -- showing a result --------------------------------------------------------------------
     def show(self, saved: SavedAnalysis | None) -> None:
@@ -232,6 +250,7 @@ class AnalysisController(QObject):
             self.panel.show_verdict(self.saved.summary, self._model_note(self.saved))
 
     def _model_failed(self, _message: str, _loud: bool) -> None:
+        self._wanted = None
         self.panel.set_running(self.running)
         if not self.running:
             self.panel.set_progress(0, 1, "")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.batch import SlideJob, SlideOutcome
-from engine.errors import EquiTriageError
+from engine.errors import CancelledError, EquiTriageError
 from engine.identity import made_from
 from engine.outputs import read_summary
 from engine.summary import SlideSummary
@@ -49,12 +50,14 @@ class BatchRow:
         return self.done / self.total if self.total else 0.0
 
 
-def listed(jobs: list[SlideJob], out_dir: Path) -> list[BatchRow]:
+def listed(jobs: list[SlideJob], out_dir: Path, cancel: threading.Event | None = None) -> list[BatchRow]:
     """A row per job: ``saved`` with its result if ``out_dir`` holds one of exactly this file
     (the same path and content), else ``queued``. Reads every result and fingerprints every
-    slide with one, so it belongs in a worker."""
+    slide with one, so it belongs in a worker; ``cancel`` stops it (CancelledError)."""
     rows = []
     for job in jobs:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("listing cancelled")
         summary = read_summary(out_dir / job.name)
         if summary is None:
             rows.append(BatchRow(job))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtWidgets import (
@@ -93,12 +94,16 @@ class PreferencesDialog(QDialog):
         return box
 
     def result_settings(self) -> Settings:
+        """A new ``Settings`` with the choices made here; the one the dialog was opened with is
+        left as it was, so the window can see what changed."""
         s = self._settings
-        s.output_dir = self.output_dir.text().strip() or s.output_dir
-        s.model_path = self.model_path.text().strip()
-        s.threads = self.threads.value()
-        s.stride_px = self.stride.value()
-        return s
+        return replace(
+            s,
+            output_dir=self.output_dir.text().strip() or s.output_dir,
+            model_path=self.model_path.text().strip(),
+            threads=self.threads.value(),
+            stride_px=self.stride.value(),
+        )
 
 
 def about_html(model: Model | None, model_error: str) -> str:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 from engine.caveats import caption
+from engine.errors import ResultsError
 from engine.heatmap import overlay_image
 from engine.model import Model
 from engine.model_card import INTENDED_USE, LIMITS, THRESHOLDS_NOTE, clinical_card
 from engine.outputs import TILES, read_summary, save_image_atomic, write_bytes_atomic, write_json_atomic
 from engine.regions import Region, regions_geojson
-from engine.results import ResultsError, SavedAnalysis
+from engine.results import SavedAnalysis
 from gui.info_panel import slide_facts
 from gui.report import ReportData, write_report
 from gui.state import OverlayState
@@ -26,25 +30,57 @@ KINDS = {
 }
 
 
-def overlay_picture(opened: OpenedSlide, saved: SavedAnalysis, overlay: OverlayState) -> Image.Image:
+@dataclass(frozen=True)
+class ExportSource:
+    """What an export is made of, taken on the UI thread (:meth:`of`) so the export can be written
+    in a worker: the result shown, the slide's facts and thumbnail, and the display's opacity and
+    threshold at that moment."""
+
+    saved: SavedAnalysis
+    slide_name: str
+    slide_width: int
+    facts: list[tuple[str, str]]
+    thumbnail: NDArray[np.uint8]
+    opacity: float
+    threshold: float
+    model_card: list[tuple[str, str]]
+
+    @classmethod
+    def of(
+        cls, opened: OpenedSlide, saved: SavedAnalysis, overlay: OverlayState, model: Model | None
+    ) -> ExportSource:
+        return cls(
+            saved=saved,
+            slide_name=opened.slide.name,
+            slide_width=opened.slide.dimensions[0],
+            facts=slide_facts(opened.slide, saved.summary),
+            thumbnail=opened.thumbnail,
+            opacity=overlay.opacity,
+            threshold=overlay.threshold,
+            model_card=card_rows(model, saved),
+        )
+
+
+def overlay_picture(source: ExportSource) -> Image.Image:
     """The thumbnail with the heatmap as shown (opacity, threshold), legend and caption."""
-    thumb = opened.thumbnail
+    saved, thumb = source.saved, source.thumbnail
     return overlay_image(
         thumb,
-        opened.slide.dimensions[0] / thumb.shape[1],
+        source.slide_width / thumb.shape[1],
         saved.grid,
         saved.prob_grid(),
-        overlay.opacity,
+        source.opacity,
         caption(saved.summary),
-        overlay.threshold,
+        source.threshold,
     )
 
 
-def shown_regions(saved: SavedAnalysis, overlay: OverlayState) -> list[Region]:
+def shown_regions(source: ExportSource) -> list[Region]:
     """The saved result's regions at the threshold shown. Not ``overlay.regions``: while the slide
     is analysed again those are the new run's, and right after a result is shown they may not
     have been found yet."""
-    return saved.regions(max(saved.policy.tile_threshold, overlay.threshold))
+    saved = source.saved
+    return saved.regions(max(saved.policy.tile_threshold, source.threshold))
 
 
 def saved_tiles_csv(saved: SavedAnalysis) -> bytes:
@@ -72,34 +108,30 @@ def card_rows(model: Model | None, saved: SavedAnalysis) -> list[tuple[str, str]
     ]
 
 
-def export(
-    kind: str,
-    path: Path,
-    opened: OpenedSlide,
-    saved: SavedAnalysis,
-    overlay: OverlayState,
-    model: Model | None = None,
-) -> None:
-    """Write one export to ``path``; raises OutputError/OSError if it cannot be written.
+def export(kind: str, path: Path, source: ExportSource) -> None:
+    """Write one export to ``path``; raises OutputError/OSError if it cannot be written, and
+    ResultsError if the result's own files cannot be read. Slow on big grids (regions, images,
+    PDF): run it in a worker.
 
-    Everything exported is of ``saved``, the result shown: the GeoJSON and the report hold its
-    regions at the current display threshold.
+    Everything exported is of ``source.saved``, the result shown: the GeoJSON and the report hold
+    its regions at the display threshold of the moment the export was asked for.
     """
+    saved = source.saved
     if kind == "overlay":
-        save_image_atomic(path, overlay_picture(opened, saved, overlay))
+        save_image_atomic(path, overlay_picture(source))
     elif kind == "geojson":
-        write_json_atomic(path, regions_geojson(shown_regions(saved, overlay), saved.model_version))
+        write_json_atomic(path, regions_geojson(shown_regions(source), saved.model_version))
     elif kind == "csv":
         write_bytes_atomic(path, saved_tiles_csv(saved))
     elif kind == "report":
         data = ReportData(
-            opened.slide.name,
-            slide_facts(opened.slide, saved.summary),
+            source.slide_name,
+            source.facts,
             saved.summary,
-            shown_regions(saved, overlay),
-            opened.thumbnail,
-            overlay_picture(opened, saved, overlay),
-            model_card=card_rows(model, saved),
+            shown_regions(source),
+            source.thumbnail,
+            overlay_picture(source),
+            model_card=source.model_card,
         )
         write_report(path, data)
     else:

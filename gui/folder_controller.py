@@ -8,6 +8,7 @@ as ``equitriage-engine batch`` does; :class:`~gui.batch_state.BatchState` holds 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,6 +54,7 @@ class FolderController(QObject):
         self.pool = JobPool(self, 1)
         self.jobs = JobPool(self, 1)  # listing a folder: its files and saved results
         self.listing = Latest()
+        self._listing_cancel = threading.Event()  # stops the listing in progress
         self.worker: BatchWorker | None = None
         view.choose_folder_requested.connect(self.choose)
         view.start_requested.connect(self.start)
@@ -85,7 +87,9 @@ class FolderController(QObject):
             return
         settings.last_folder = str(folder)
         self.status.emit(f"Listing {folder}…", 0)
-        job = CallJob(self.listing.ask(), lambda: listed(discover_slides(folder, exclude=out), out))
+        self._listing_cancel.set()  # a listing still running is not wanted any more
+        cancel = self._listing_cancel = threading.Event()
+        job = CallJob(self.listing.ask(), lambda: listed(discover_slides(folder, exclude=out), out, cancel))
         job.signals.done.connect(lambda tag, rows: self._listed(tag, folder, out, rows))
         job.signals.failed.connect(self._listing_failed)
         self.jobs.start(job)
@@ -151,6 +155,7 @@ class FolderController(QObject):
     def shutdown(self) -> None:
         """Cancel a running triage and wait for its worker (bounded); it resumes when started again."""
         self.listing.drop()
+        self._listing_cancel.set()
         self.cancel()
         self.pool.wait()
         self.jobs.wait()

@@ -200,6 +200,8 @@ class MainWindow(QMainWindow):
         if path.is_dir():
             self.folder.open(path)
             return
+        if self.analysis.running and not self.confirm_stop_analysis(f"Open {path.name}"):
+            return
         tag = self.slides.ask()
         self.statusBar().showMessage(f"Opening {path.name}…")
         self.viewer.message = f"Opening {path.name}…"
@@ -238,6 +240,7 @@ class MainWindow(QMainWindow):
     def _close_current(self) -> None:
         old = self.opened
         self.opened = None
+        self.analysis.stop()  # an analysis belongs to its slide
         self.analysis.clear()
         if old is not None:
             self.viewer.set_slide(None)
@@ -245,6 +248,8 @@ class MainWindow(QMainWindow):
             old.slide.close()
 
     def close_slide(self) -> None:
+        if self.analysis.running and not self.confirm_stop_analysis("Close it"):
+            return
         self.slides.drop()
         self.shown.drop()
         self._close_current()
@@ -358,14 +363,31 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Cancel running work and wait for the workers (bounded)."""
         self.models.drop_waiters()  # nothing starts once the model loads: the window is going
+        self.slides.drop()  # a slide that opens now is closed, not shown
+        self.shown.drop()
         self.analysis.shutdown()
         self.folder.shutdown()
+        self.exports.shutdown()
         self.jobs.wait()
         self.viewer.loader.set_slide(None)
         self.viewer.loader.wait()
         if self.opened is not None:
             self.opened.slide.close()
             self.opened = None
+
+    def confirm_stop_analysis(self, then: str) -> bool:
+        """Asked before ``then`` ("Open X", "Close it") closes the slide being analysed (tests
+        replace this): the analysis belongs to its slide and stops with it."""
+        shown = self.opened.slide.name if self.opened is not None else "The open slide"
+        answer = QMessageBox.question(
+            self,
+            "Stop the analysis?",
+            f"{shown} is being analysed. {then} and stop that analysis? Its earlier result, if it "
+            "has one, is kept.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
     def confirm_quit(self) -> bool:
         """Asked when quitting with an analysis or folder triage running (tests replace this)."""
@@ -396,6 +418,7 @@ class MainWindow(QMainWindow):
         """No job pending and every visible tile drawn."""
         return (
             not self.jobs.busy()
+            and not self.exports.pool.busy()
             and not self.analysis.regions_pending
             and not self.analysis.running
             and not self.folder.running

@@ -50,8 +50,10 @@ class Settings:
     last_folder: str = ""
 
     def add_recent(self, path: Path) -> None:
-        """Remember ``path`` absolute, so it opens whatever folder the app starts from."""
-        text = str(Path(path).resolve())
+        """Remember ``path`` absolute, so it opens whatever folder the app starts from. Links are
+        not followed: opened again, it is the same input with the same results (as the engine
+        names them, :func:`engine.identity.results_name`)."""
+        text = os.path.abspath(path)
         self.recent_files = [text, *[p for p in self.recent_files if p != text]][:MAX_RECENT]
 
 

@@ -64,17 +64,50 @@ WORKER_NICE = 5
 KEEP_JOBS = 64
 
 
+class _Tracked(QRunnable):
+    """Runs ``job``, then tells its pool (from the worker thread) that it has run."""
+
+    def __init__(self, job: QRunnable, ended: Callable[[_Tracked], None]) -> None:
+        super().__init__()
+        self.job = job
+        self._ended = ended
+
+    def run(self) -> None:
+        try:
+            self.job.run()
+        finally:
+            self._ended(self)
+
+
 class JobPool:
-    """A thread pool that keeps its latest jobs alive, so their signals still reach the UI thread."""
+    """A thread pool that keeps its jobs alive, so their signals still reach the UI thread.
+
+    A job is kept while it waits and runs, however long, and then among the last
+    :data:`KEEP_JOBS` that ended: its signals, queued to the UI thread, are delivered before it is
+    dropped, and it is dropped on the UI thread, which owns its signal object.
+    """
 
     def __init__(self, parent: QObject | None, threads: int) -> None:
         self.pool = QThreadPool(parent)
         self.pool.setMaxThreadCount(threads)
-        self._live: deque[QRunnable] = deque(maxlen=KEEP_JOBS)
+        self._running: set[_Tracked] = set()
+        self._ended: deque[_Tracked] = deque(maxlen=KEEP_JOBS)
+        self._just_ended: list[_Tracked] = []  # filled by worker threads, emptied on the UI thread
+        self._lock = threading.Lock()
 
     def start(self, job: QRunnable) -> None:
-        self._live.append(job)
-        self.pool.start(job)
+        with self._lock:
+            ended, self._just_ended = self._just_ended, []
+        for tracked in ended:
+            self._running.discard(tracked)
+            self._ended.append(tracked)
+        tracked = _Tracked(job, self._end)
+        self._running.add(tracked)
+        self.pool.start(tracked)
+
+    def _end(self, tracked: _Tracked) -> None:
+        with self._lock:
+            self._just_ended.append(tracked)
 
     def busy(self) -> bool:
         return self.pool.activeThreadCount() > 0
@@ -143,6 +176,9 @@ class SlideOpener(QRunnable):
                 saved_error = "its saved result was made from another version of this file; analyse it again"
         except EquiTriageError as exc:
             saved_error = app_message(exc)
+        except BaseException:  # unexpected: reported by run(), and the slide is not left open
+            slide.close()
+            raise
         return OpenedSlide(self.job, self.out_dir, slide, thumbnail, associated, saved, saved_error)
 
 

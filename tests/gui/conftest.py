@@ -52,6 +52,11 @@ def settings(tmp_path: Path, model_path: Path) -> Settings:
 @pytest.fixture
 def window(qtbot: object, settings: Settings) -> Iterator[MainWindow]:
     w = MainWindow(settings)
+
+    def unexpected(then: str) -> bool:  # a real question box would wait for ever offscreen
+        raise AssertionError(f"asked to stop the analysis ({then}); a test that expects it answers")
+
+    w.confirm_stop_analysis = unexpected  # type: ignore[method-assign]
     qtbot.addWidget(w)  # type: ignore[attr-defined]
     w.resize(1200, 800)
     w.show()
@@ -83,3 +88,9 @@ def analyse_and_wait(qtbot: object, window: MainWindow) -> None:
 
 def wait_regions(qtbot: object, window: MainWindow) -> None:
     qtbot.waitUntil(lambda: not window.analysis.regions_pending, timeout=WAIT_MS)  # type: ignore[attr-defined]
+
+
+def export_and_wait(qtbot: object, window: MainWindow, kind: str, path: Path) -> None:
+    """Ask for an export of the result shown and wait until it is written (or has failed)."""
+    with qtbot.waitSignal(window.exports.ended, timeout=WAIT_MS):  # type: ignore[attr-defined]
+        window.exports.export(kind, path)

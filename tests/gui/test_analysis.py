@@ -9,9 +9,10 @@ import numpy as np
 from PIL import Image
 from pytestqt.qtbot import QtBot
 
+from engine.batch import job_for
 from engine.outputs import SUMMARY, read_summary
 from gui.main_window import MainWindow
-from tests.gui.conftest import WAIT_MS, analyse_and_wait, open_slide_and_wait, wait_regions
+from tests.gui.conftest import WAIT_MS, analyse_and_wait, export_and_wait, open_slide_and_wait, wait_regions
 
 
 def test_analyse_shows_heatmap_verdict_and_regions(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
@@ -134,11 +135,10 @@ def test_exports(qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path) ->
     analyse_and_wait(qtbot, window)
     out = tmp_path / "exports"
     out.mkdir()
-    window.exports.export("overlay", out / "o.png")
-    window.exports.export("geojson", out / "r.geojson")
-    window.exports.export("csv", out / "t.csv")
-    window.exports.export("report", out / "r.html")
-    window.exports.export("report", out / "r.pdf")
+    for kind, name in (("overlay", "o.png"), ("geojson", "r.geojson"), ("csv", "t.csv")):
+        export_and_wait(qtbot, window, kind, out / name)
+    export_and_wait(qtbot, window, "report", out / "r.html")
+    export_and_wait(qtbot, window, "report", out / "r.pdf")
     assert window.errors == []
     with Image.open(out / "o.png") as img:
         assert img.width >= 512
@@ -150,7 +150,7 @@ def test_exports(qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path) ->
         assert needed in html
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    window.exports.export("report", blocker / "r.pdf")
+    export_and_wait(qtbot, window, "report", blocker / "r.pdf")
     assert window.errors and "cannot write" in window.errors[-1]
     pdf = (out / "r.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") >= 1
@@ -164,11 +164,11 @@ def test_results_of_a_slide_no_longer_open_are_dropped(
     window.analyse()
     qtbot.waitUntil(lambda: window.results_panel.progress.value() > 0, timeout=WAIT_MS)
     other = slides / "tcga-cr-7395-01a-01-ts1.svs"
-    open_slide_and_wait(qtbot, window, other)
+    window.confirm_stop_analysis = lambda _then: True  # type: ignore[method-assign]
+    open_slide_and_wait(qtbot, window, other)  # the old slide's analysis stops
     assert window.overlay.grid is None  # the new slide shows no heatmap of the old one
     qtbot.wait(300)
     assert window.overlay.grid is None and window.analysis.saved is None
-    window.analysis.cancel()
     qtbot.waitUntil(lambda: not window.analysis.running, timeout=WAIT_MS)
     assert window.opened is not None and window.opened.path == other
     assert window.overlay.grid is None
@@ -204,8 +204,8 @@ def test_exports_during_a_new_analysis_are_of_the_result_shown(
     window.analyse()
     qtbot.waitUntil(lambda: window.results_panel.progress.value() > 0, timeout=WAIT_MS)
     assert window.overlay.regions == []  # the live heatmap of the new run has none yet
-    window.exports.export("geojson", tmp_path / "r.geojson")
-    window.exports.export("report", tmp_path / "r.html")
+    export_and_wait(qtbot, window, "geojson", tmp_path / "r.geojson")
+    export_and_wait(qtbot, window, "report", tmp_path / "r.html")
     window.analysis.cancel()
     qtbot.waitUntil(lambda: not window.analysis.running, timeout=WAIT_MS)
     assert window.errors == []
@@ -239,7 +239,8 @@ def test_a_failed_open_leaves_the_slide_shown_and_its_analysis(
     qtbot.waitUntil(lambda: window.results_panel.progress.value() > 0, timeout=WAIT_MS)
     not_a_slide = tmp_path / "notes.txt"
     not_a_slide.write_text("not a slide")
-    window.open_path(not_a_slide)
+    window.confirm_stop_analysis = lambda _then: True  # type: ignore[method-assign]
+    window.open_path(not_a_slide)  # it would stop the analysis only once it opened
     qtbot.waitUntil(lambda: bool(window.errors), timeout=WAIT_MS)
     done = lambda: not window.analysis.running and window.analysis.saved is not None  # noqa: E731
     qtbot.waitUntil(done, timeout=WAIT_MS * 4)
@@ -247,15 +248,53 @@ def test_a_failed_open_leaves_the_slide_shown_and_its_analysis(
     assert window.overlay.grid is not None  # the finished result of the slide still open is shown
 
 
+def test_opening_another_slide_asks_and_then_stops_the_analysis(
+    qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    other = tmp_path / "other.svs"
+    shutil.copyfile(cmu, other)
+    asked: list[str] = []
+    answer = [False]
+
+    def confirm(then: str) -> bool:
+        asked.append(then)
+        return answer[0]
+
+    window.confirm_stop_analysis = confirm  # type: ignore[method-assign]
+    open_slide_and_wait(qtbot, window, cmu)
+    window.settings.stride_px = 16
+    window.analyse()
+    qtbot.waitUntil(lambda: window.results_panel.progress.value() > 0, timeout=WAIT_MS)
+    window.open_path(other)  # "No": nothing changes
+    window.close_slide()
+    assert asked == ["Open other.svs", "Close it"]
+    assert window.analysis.running and window.opened is not None and window.opened.path == cmu
+    answer[0] = True
+    open_slide_and_wait(qtbot, window, other)
+    qtbot.waitUntil(lambda: not window.analysis.running, timeout=WAIT_MS)
+    assert window.results_panel.analyse_button.isEnabled()
+    assert not window.results_panel.cancel_button.isEnabled()
+    assert window.analysis.saved is None  # the other slide has no result, and none of the first's
+    assert not (Path(window.settings.output_dir) / job_for(cmu).name / "summary.json").exists()
+    assert "Analysis of CMU-1-Small-Region stopped" in window.statusBar().currentMessage()
+    analyse_and_wait(qtbot, window)  # the other slide can be analysed at once
+    assert window.analysis.saved is not None and window.analysis.saved.folder.name == job_for(other).name
+
+
 def test_another_results_folder_in_the_settings_applies_to_the_open_slide(
     qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path
 ) -> None:
-    from dataclasses import replace
+    from gui.dialogs import PreferencesDialog
 
     open_slide_and_wait(qtbot, window, cmu)
     analyse_and_wait(qtbot, window)
     elsewhere = tmp_path / "elsewhere"
-    window.apply_settings(replace(window.settings, output_dir=str(elsewhere)))
+    dialog = PreferencesDialog(window.settings, window)
+    qtbot.addWidget(dialog)
+    dialog.output_dir.setText(str(elsewhere))
+    window.apply_settings(dialog.result_settings())  # what OK in Preferences does
     qtbot.waitUntil(lambda: window.opened is not None and window.opened.out_dir == elsewhere, timeout=WAIT_MS)
     assert window.analysis.saved is None  # nothing of it there yet
     analyse_and_wait(qtbot, window)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from gui.results_panel import ResultsPanel
 from gui.settings import Settings, analysis_params
 from gui.stale import Latest
 from gui.state import OverlayState
-from gui.workers import JobPool, OpenedSlide, SlideOpener
+from gui.workers import KEEP_JOBS, CallJob, JobPool, OpenedSlide, SlideOpener
 from tests.gui.conftest import WAIT_MS
 
 
@@ -47,6 +48,24 @@ def test_latest_keeps_only_the_answer_to_the_latest_request() -> None:
     third = latest.ask()
     latest.drop()
     assert not latest.pending and not latest.take(third)
+
+
+def test_a_slow_jobs_answer_arrives_however_many_jobs_start_after_it(qtbot: QtBot) -> None:
+    pool = JobPool(None, 2)
+    answers: list[object] = []
+    release = threading.Event()
+    slow = CallJob(0, lambda: release.wait(WAIT_MS / 1000) and "slow")
+    slow.signals.done.connect(lambda _token, result: answers.append(result))
+    pool.start(slow)
+    del slow  # the pool alone keeps it, as the window's callers leave it
+    for i in range(2 * KEEP_JOBS):  # e.g. a threshold slider stepped while a slide opens
+        quick = CallJob(i + 1, lambda i=i: i)
+        quick.signals.done.connect(lambda _token, result: answers.append(result))
+        pool.start(quick)
+    qtbot.waitUntil(lambda: len(answers) == 2 * KEEP_JOBS, timeout=WAIT_MS)
+    release.set()
+    qtbot.waitUntil(lambda: "slow" in answers, timeout=WAIT_MS)
+    pool.wait()
 
 
 @dataclass
@@ -261,9 +280,15 @@ def test_exports_write_what_is_shown_and_report_failures(
         shown.append((opened, saved))
         exported = tmp_path / "exports"
         exported.mkdir()
+        ended: list[str] = []
+        controller.ended.connect(ended.append)
+        controller.export("csv", exported / "first.csv")
+        assert ended == []  # written in a worker: its end comes through the event loop
+        qtbot.waitUntil(lambda: ended == [str(exported / "first.csv")], timeout=WAIT_MS)
         names = {"csv": "t.csv", "geojson": "r.geojson", "overlay": "o.png", "report": "r.html"}
         for kind, name in names.items():
-            controller.export(kind, exported / name)
+            with qtbot.waitSignal(controller.ended, timeout=WAIT_MS):
+                controller.export(kind, exported / name)
         assert len(reports.errors) == 1
         assert (exported / "t.csv").read_bytes() == (saved.folder / TILES).read_bytes()
         features = json.loads((exported / "r.geojson").read_text())["features"]
@@ -275,7 +300,8 @@ def test_exports_write_what_is_shown_and_report_failures(
         assert reports.statuses[-1] == f"Exported {exported / 'r.html'}"
         blocker = tmp_path / "a-file"
         blocker.write_text("not a folder")
-        controller.export("report", blocker / "r.pdf")
+        with qtbot.waitSignal(controller.ended, timeout=WAIT_MS):
+            controller.export("report", blocker / "r.pdf")
         title, message = reports.errors[-1]
         assert title == "Export failed" and "cannot write" in message and message.endswith("another place")
     finally:

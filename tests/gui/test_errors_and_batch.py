@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -195,9 +196,11 @@ def test_preferences_dialog_edits_settings(qtbot: QtBot, settings: Settings) -> 
     dialog.threads.setValue(2)
     dialog.stride.setValue(64)
     dialog.model_path.setText("")
+    before = dataclasses.replace(settings)
     result = dialog.result_settings()
     assert (result.output_dir, result.threads, result.stride_px) == ("/tmp/elsewhere", 2, 64)
     assert result.model_path == ""
+    assert settings == before  # a new object: the window compares the two to see what changed
 
 
 def test_a_results_folder_holding_the_slides_is_refused(

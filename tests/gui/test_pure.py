@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from engine.batch import SlideJob, SlideOutcome
+from engine.errors import CancelledError
 from engine.slide import ArraySlide
 from engine.tiling import TileGrid
-from gui.batch_state import BatchState
+from gui.batch_state import BatchState, listed
 from gui.info_panel import slide_facts
 from gui.scale_bar import format_length, format_magnification, magnification, nice_length_um, scale_bar
 from gui.state import OverlayState, Viewport, eta_s, format_duration
@@ -141,6 +143,15 @@ def test_batch_state(tmp_path: Path) -> None:
     assert state.rows[0].score == 0.7 and state.rows[1].error == "broken"
     assert state.rows[0].category == "intermediate" and state.rows[0].model_version == "v1"
     assert state.counts() == (2, 2)
+
+
+def test_a_folder_listing_can_be_stopped(tmp_path: Path) -> None:
+    jobs = [SlideJob(tmp_path / f"{n}.svs", n) for n in ("a", "b")]
+    cancel = threading.Event()
+    assert [row.status for row in listed(jobs, tmp_path, cancel)] == ["queued", "queued"]
+    cancel.set()  # the window closes, or another folder is opened
+    with pytest.raises(CancelledError):
+        listed(jobs, tmp_path, cancel)
 
 
 def test_batch_state_a_slide_another_program_writes(tmp_path: Path) -> None:

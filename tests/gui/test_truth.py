@@ -11,6 +11,7 @@ import pytest
 from PySide6.QtWidgets import QDialogButtonBox, QLineEdit
 from pytestqt.qtbot import QtBot
 
+from engine.identity import results_name
 from engine.model import Model
 from gui.app import headless_platform
 from gui.dialogs import MppDialog, PreferencesDialog, about_html
@@ -137,6 +138,11 @@ def test_recent_files_are_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     s = Settings()
     s.add_recent(Path("slides") / "a.svs")
     assert s.recent_files == [str(tmp_path / "slides" / "a.svs")]
+    (tmp_path / "real").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path / "real")
+    s.add_recent(Path("linked") / "b.svs")  # opened through a link: reopened the same way
+    assert s.recent_files[0] == str(tmp_path / "linked" / "b.svs")
+    assert results_name(Path(s.recent_files[0])) == results_name(Path("linked") / "b.svs")
 
 
 def test_quitting_during_an_analysis_asks(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
