@@ -10,13 +10,14 @@
 - :class:`ResultLock` is an ``O_EXCL`` lock file per result folder holding the writer's pid and
   host: two processes (two batches, the app and the CLI, or cluster workers on several machines
   sharing the folder) never write the same folder at once. A lock whose process on this machine is
-  gone is stale and taken over; a lock from another machine, whose process cannot be checked, is
-  a lease that its holder renews every :data:`LOCK_REFRESH_S` and that goes stale after
-  :data:`LOCK_LEASE_S` without renewal (its machine or process died). Inside one process (the app
-  triaging a folder while it analyses one slide) the locks it holds are known, so a second
-  writer of the same folder is refused there too. Each lock carries a token: releasing removes
-  only one's own lock file, and a stale one is taken over only if it is still the one judged
-  stale.
+  gone is stale and taken over; a lock from another machine, whose process cannot be checked, is a
+  lease that its holder renews every :data:`LOCK_REFRESH_S` and that goes stale after
+  :data:`LOCK_LEASE_S` without renewal (its machine or process died), timed by the clock of the
+  file system that holds it, so machines whose clocks disagree still agree on it. Inside one
+  process (the app triaging a folder while it analyses one slide) the locks it holds are known, so
+  a second writer of the same folder is refused there too. Each lock carries a token: releasing
+  removes only one's own lock file, and a stale one is taken over only if it is still the one
+  judged stale.
 """
 
 from __future__ import annotations
@@ -143,6 +144,20 @@ def made_from(recorded: InputIdentity | None, path: Path) -> bool:
     """Whether a result recording input ``recorded`` was made from the content now at ``path``
     (a result from before inputs were recorded cannot say, and is taken as made from it)."""
     return recorded is None or recorded == input_identity(path)
+
+
+def file_system_now(folder: Path) -> float:
+    """The time as the file system holding ``folder`` stamps a file written now (a file server's
+    clock, for a shared folder); this machine's clock if nothing can be written there."""
+    probe = folder / f".clock.tmp-{uuid.uuid4().hex}"  # the name stale temp files are cleared by
+    try:
+        probe.touch()
+        try:
+            return probe.stat().st_mtime
+        finally:
+            probe.unlink(missing_ok=True)
+    except OSError:
+        return time.time()
 
 
 def _alive(pid: int) -> bool:
@@ -297,10 +312,13 @@ class ResultLock:
         return _parse(text)[1] not in (None, this_host()) and self._holder_of(text) is not None
 
     def _age(self) -> float:
+        """Seconds since the lock was written or renewed, by the clock of the file system that
+        holds it: a machine whose own clock runs ahead must not see a live lease as stale."""
         try:
-            return time.time() - self.path.stat().st_mtime
+            renewed = self.path.stat().st_mtime
         except OSError:
             return float("inf")
+        return file_system_now(self.folder) - renewed
 
     def _renew(self) -> None:
         while not self._stop.wait(LOCK_REFRESH_S):

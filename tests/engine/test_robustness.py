@@ -244,6 +244,19 @@ def test_a_lock_from_another_machine_is_a_lease(tmp_path: Path) -> None:
         assert lock.read_text().split()[:2] == [str(os.getpid()), this_host()]
 
 
+def test_a_clock_ahead_of_the_file_system_keeps_a_live_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leases are judged by the clock of the file system that holds them, not this machine's."""
+    (tmp_path / ".lock").write_text("1 other-machine\n")  # just written: a live lease
+    ahead = time.time
+    monkeypatch.setattr(identity.time, "time", lambda: ahead() + 2 * LOCK_LEASE_S)  # this machine's clock
+    assert ResultLock(tmp_path).held_elsewhere()
+    with pytest.raises(ResultLockedError, match="other-machine"):
+        ResultLock(tmp_path).acquire()
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # no clock probe left behind
+
+
 def test_a_held_lock_is_renewed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(identity, "LOCK_REFRESH_S", 0.05)
     with ResultLock(tmp_path) as held:
