@@ -379,27 +379,25 @@ class MainWindow(QMainWindow):
         """Asked before ``then`` ("Open X", "Close it") closes the slide being analysed (tests
         replace this): the analysis belongs to its slide and stops with it."""
         shown = self.opened.slide.name if self.opened is not None else "The open slide"
-        answer = QMessageBox.question(
-            self,
+        return self._yes_or_no(
             "Stop the analysis?",
             f"{shown} is being analysed. {then} and stop that analysis? Its earlier result, if it "
             "has one, is kept.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No,
         )
-        return answer == QMessageBox.StandardButton.Yes
 
     def confirm_quit(self) -> bool:
         """Asked when quitting with an analysis or folder triage running (tests replace this)."""
         what = "An analysis" if self.analysis.running else "A folder triage"
-        answer = QMessageBox.question(
-            self,
+        return self._yes_or_no(
             "Quit EquiTriage?",
             f"{what} is running. Quit and stop it? A folder triage resumes where it stopped "
             "when started again; a slide's analysis starts over.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No,
         )
+
+    def _yes_or_no(self, title: str, question: str) -> bool:
+        """A question whose safe answer, No, is the default."""
+        buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+        answer = QMessageBox.question(self, title, question, buttons, QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
