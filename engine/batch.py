@@ -190,13 +190,14 @@ def analyse_file(
     process never writes it at the same time.
     """
     identity = identity or input_identity(job.path)
-    with ResultLock(out_dir / job.name):
+    with ResultLock(out_dir / job.name) as lock:
         with open_slide(job.path, mpp=mpp, default_mpp=default_mpp) as slide:
             analysis = analyse_slide(slide, model, params, progress, on_batch, cancel, on_plan=on_plan)
         if cancel is not None and cancel.is_set():  # after the last tile: still nothing written
             raise CancelledError("analysis cancelled")
         if identity != input_identity(job.path):
             raise SlideReadError(f"{job.path}: changed while it was analysed", Remedy.ANALYSE_AGAIN)
+        lock.check()  # its lease may have run out while this process stalled
         summary = write_results(out_dir / job.name, analysis, model, params, identity)
     log.info("%s: score %s, %s", job.name, summary.score, summary.category)
     return summary

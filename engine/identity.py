@@ -325,6 +325,16 @@ class ResultLock:
             with contextlib.suppress(OSError):
                 os.utime(self.path)
 
+    def check(self) -> None:
+        """Raise ResultLockedError unless this lock is still ours: another process takes over a
+        lease that was not renewed for :data:`LOCK_LEASE_S` (this one stalled, or its machine
+        slept), and then writes the folder itself."""
+        text = _read(self.path)
+        if not self._held or text is None or _parse(text)[2] != self._token:
+            raise ResultLockedError(
+                f"{self.folder.name}: taken over by another process while this one analysed it"
+            )
+
     def release(self) -> None:
         if self._held:
             self._held = False

@@ -19,13 +19,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from engine import identity
+from engine.batch import analyse_file, job_for
 from engine.cli import main
 from engine.errors import ResultLockedError
 from engine.identity import LOCK_LEASE_S, ResultLock, results_name, this_host
 from engine.model import Model
+from engine.pipeline import AnalysisParams
 from tests.conftest import REPO
+from tests.engine.conftest import synthetic_pixels
 from tests.engine.test_cli import read_rows, result_dir, run_cli
 from tests.slide_files import write_pyramid_tiff
 
@@ -255,6 +259,23 @@ def test_a_clock_ahead_of_the_file_system_keeps_a_live_lease(
     with pytest.raises(ResultLockedError, match="other-machine"):
         ResultLock(tmp_path).acquire()
     assert [p.name for p in tmp_path.iterdir()] == [".lock"]  # no clock probe left behind
+
+
+def test_a_lock_taken_over_mid_analysis_writes_nothing(model: Model, tmp_path: Path) -> None:
+    """This process stalled past its lease and another took the folder over: it must not write."""
+    slide = tmp_path / "s.png"
+    Image.fromarray(synthetic_pixels(600, 600, (100, 100, 500, 500))).save(slide)
+    job = job_for(slide)
+    (tmp_path / "out").mkdir()
+    lock = tmp_path / "out" / job.name / ".lock"
+
+    def taken_over(_plan: object) -> None:
+        lock.write_text("1 other-machine theirs\n")
+
+    with pytest.raises(ResultLockedError, match="taken over by another process"):
+        analyse_file(job, tmp_path / "out", model, AnalysisParams(), mpp=0.5, on_plan=taken_over)
+    assert not (tmp_path / "out" / job.name / "summary.json").exists()
+    assert lock.read_text() == "1 other-machine theirs\n"  # the other process's lock is left alone
 
 
 def test_a_held_lock_is_renewed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
