@@ -22,7 +22,6 @@ from engine.summary import SlideSummary
 from engine.tiling import TileGrid
 from gui.analysis_worker import AnalysisRequest, AnalysisWorker
 from gui.model_manager import ModelManager
-from gui.remedies import unwritable
 from gui.results_panel import ResultsPanel
 from gui.stale import Latest
 from gui.state import OverlayState, eta_s, format_duration
@@ -80,10 +79,6 @@ class AnalysisController(QObject):
         """Analyse ``opened`` into its result folder, once the model of the settings is loaded."""
         if self.running:
             self.status.emit("An analysis is already running", 5000)
-            return
-        problem = unwritable(opened.out_dir)
-        if problem:
-            self.error.emit("Results folder not writable", problem)
             return
         token = self._wanted = self.slides.tag
         self.panel.set_running(True)

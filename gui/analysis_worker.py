@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, QRunnable, Signal
 from engine.batch import SlideJob, SlideOutcome, analyse_file, run_batch
 from engine.errors import CancelledError, EquiTriageError
 from engine.model import Model
+from engine.outputs import check_writable, read_summary
 from engine.pipeline import AnalysisParams, TileBatch, TilePlan
 from gui.remedies import app_message, outcome_message
 from gui.workers import lower_thread_priority
@@ -84,6 +85,7 @@ class AnalysisWorker(QRunnable):
 
         emit: Callable[[], None]
         try:
+            check_writable(r.out_dir)  # created, and proved writable, here: never on the UI thread
             summary = analyse_file(
                 r.job,
                 r.out_dir,
@@ -149,12 +151,15 @@ class BatchWorker(QRunnable):
         def on_done(outcome: SlideOutcome) -> None:
             if outcome.status in ("failed", "busy"):
                 log.warning("%s", outcome_message(outcome))
+            if outcome.status == "busy":  # another process writes it: what is on disk now, read here
+                outcome = replace(outcome, summary=read_summary(self.out_dir / outcome.job.name))
             s.outcome.emit(outcome)
 
         def progress(done: int, total: int) -> None:
             s.progress.emit(self._current, done, total)
 
         try:
+            check_writable(self.out_dir)
             run_batch(
                 self.jobs,
                 self.out_dir,

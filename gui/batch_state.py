@@ -127,9 +127,8 @@ class BatchState(Observable):
         row = self.rows[i]
         if outcome.status == "failed":
             row.status, row.error, row.summary = "failed", outcome_message(outcome), None
-        elif outcome.status == "busy":  # another process is writing it: show what is on disk
-            row.status, row.error = "busy", outcome_message(outcome)
-            row.summary = read_summary(self.out_dir / outcome.job.name) if self.out_dir else None
+        elif outcome.status == "busy":  # another process is writing it: what is on disk, if any
+            row.status, row.error, row.summary = "busy", outcome_message(outcome), outcome.summary
         else:
             row.status, row.summary = "done", outcome.summary
             row.error = "already analysed with this model" if outcome.status == "cached" else ""

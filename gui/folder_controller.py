@@ -21,7 +21,6 @@ from gui.analysis_worker import BatchWorker
 from gui.batch_state import BatchRow, listed
 from gui.batch_view import COL_SCORE, BatchView
 from gui.model_manager import ModelManager
-from gui.remedies import unwritable
 from gui.settings import Settings, analysis_params
 from gui.stale import Latest
 from gui.workers import CallJob, JobPool
@@ -113,10 +112,6 @@ class FolderController(QObject):
             return
         if self.listing.pending:  # the rows shown are of the folder opened before
             self.status.emit("Still listing the folder…", 5000)
-            return
-        problem = unwritable(self._out_dir())
-        if problem:
-            self.error.emit("Results folder not writable", problem)
             return
         self.view.set_running(True)
         folder = self.state.folder

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from engine.batch import SlideOutcome
-from engine.errors import EquiTriageError, OutputError, Remedy
-from engine.outputs import check_writable
+from engine.errors import EquiTriageError, Remedy
 
 SETTINGS = "File ▸ Settings"
 
@@ -34,12 +31,3 @@ def app_message(exc: BaseException) -> str:
 def outcome_message(outcome: SlideOutcome) -> str:
     """Why a slide of a folder triage failed, and what to do in the app."""
     return outcome.message(APP_REMEDIES)
-
-
-def unwritable(folder: Path) -> str:
-    """Why results cannot be written in ``folder`` (created if need be), or "" when they can."""
-    try:
-        check_writable(folder)
-    except OutputError as exc:
-        return app_message(exc)
-    return ""

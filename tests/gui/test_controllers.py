@@ -193,15 +193,16 @@ def test_analysis_of_a_slide_no_longer_open_is_saved_but_not_shown(
 
 
 def test_analysis_into_an_unwritable_folder_is_refused(
-    bench: AnalysisBench, cmu: Path, tmp_path: Path
+    qtbot: QtBot, bench: AnalysisBench, cmu: Path, tmp_path: Path
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     bench.settings.output_dir = str(blocker / "results")
-    bench.start(bench.open(cmu))
+    bench.start(bench.open(cmu))  # found out in the worker, not on the UI thread
+    qtbot.waitUntil(lambda: bool(bench.reports.errors), timeout=WAIT_MS)
     assert not bench.controller.running
     [(title, message)] = bench.reports.errors
-    assert title == "Results folder not writable" and "cannot write" in message
+    assert title == "Analysis failed" and "cannot write" in message
 
 
 # -- folder triage -----------------------------------------------------------------------------
