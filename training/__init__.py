@@ -5,4 +5,3 @@ and ``gui`` never import this package.
 """
 
 import engine  # noqa: F401 - first, so that onnxruntime never reports anything (engine/__init__.py)
-

@@ -297,11 +297,14 @@ def _command(args: argparse.Namespace) -> int:
     """Run the parsed command; returns the exit status."""
     if args.command == "train":
         from training.config import ArchConfig
-        from training.train import ROBUST_RECIPE, TrainConfig, saved_run, train
+        from training.train import ROBUST_RECIPE, TrainConfig, already_a_run, saved_run, train
 
         arch = _arch(args)
         assert isinstance(arch, ArchConfig)
         out = args.out or f"runs/{arch.arch}-{arch.group_name}-w{arch.width}-s{args.seed}"
+        if not args.resume and (Path(out) / "last.pt").is_file():
+            sys.stderr.write(f"python -m training train: error: {already_a_run(out)}\n")
+            return 2
         saved = saved_run(Path(out)) if args.resume else None
         if saved is not None:  # a resumed run continues with the settings it was started with,
             cfg, arch = saved  # in the folder it was found in (it may have been moved)
@@ -390,7 +393,11 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "fork":
         from training.fork import fork_run
 
-        fork_run(Path(args.src), Path(args.dst), args.blur_kernel, args.seam_p)
+        try:
+            fork_run(Path(args.src), Path(args.dst), args.blur_kernel, args.seam_p)
+        except FileExistsError as exc:  # it would overwrite the run there
+            sys.stderr.write(f"python -m training fork: error: {exc}\n")
+            return 2
         return 0
     if args.command == "summary":
         from training.complexity import log_summary

@@ -1,8 +1,10 @@
 """Exponential moving average of a model's weights (Polyak averaging), evaluated and selected on.
 
-Parameters and floating-point buffers (batch-norm statistics) are averaged; integer buffers are
-copied. The decay warms up as ``(1 + t) / (10 + t)`` so early averages are not dominated by the
-random initialisation.
+Parameters and batch-norm statistics are averaged; every other buffer is copied. Those are
+constants (the steerable basis, the input mask, the blur kernels, the pooling weights) or counts,
+and an average of a constant drifts by float32 rounding: after thousands of updates the basis
+would no longer be exactly steerable. The decay warms up as ``(1 + t) / (10 + t)`` so early
+averages are not dominated by the random initialisation.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import torch
 from torch import nn
 
 from training.models import load_weights
+
+BATCH_NORM_STATISTICS = frozenset({"running_mean", "running_var"})  # buffers that are averaged
 
 
 class WeightEMA:
@@ -39,11 +43,12 @@ class WeightEMA:
         self.model.train()
         d = self.effective_decay()
         mine = dict(self.model.named_parameters()) | dict(self.model.named_buffers())
+        averaged = {name for name, _ in model.named_parameters()}
         for name, new in [*model.named_parameters(), *model.named_buffers()]:
             value = mine.get(name)
             if value is None:  # a filter e2cnn cached in eval mode: derived, rebuilt on eval()
                 continue
-            if value.dtype.is_floating_point:
+            if name in averaged or name.rsplit(".", 1)[-1] in BATCH_NORM_STATISTICS:
                 value.mul_(d).add_(new, alpha=1.0 - d)
             else:
                 value.copy_(new)

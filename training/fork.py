@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +42,12 @@ def reblur_state(state: dict[str, Any], fresh: dict[str, torch.Tensor]) -> dict[
 def fork_run(src: Path, dst: Path, blur_kernel: int | None = None, seam_p: float | None = None) -> Path:
     """Write ``dst/last.pt``: ``src/last.pt`` continued with another blur size and/or seam setting."""
     from training.models import build_model
+    from training.train import save_checkpoint
 
     if blur_kernel is None and seam_p is None:
         raise ValueError("a fork changes the blur size, the seam-composite probability or both")
+    if (dst / "last.pt").is_file():
+        raise FileExistsError(f"{dst} already holds a run; choose another folder")
     ckpt = torch.load(src / "last.pt", map_location="cpu", weights_only=False)
     old = ArchConfig.from_dict(ckpt["arch"])
     changes: dict[str, Any] = {}
@@ -72,10 +74,7 @@ def fork_run(src: Path, dst: Path, blur_kernel: int | None = None, seam_p: float
     state.update(best_loss=math.inf, best_epoch=-1)
     state["forked"] = {"from": str(src), "epoch": epoch, **changes}
     ckpt["state"] = state
-    dst.mkdir(parents=True, exist_ok=True)
     out = dst / "last.pt"
-    tmp = out.with_suffix(".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, out)
+    save_checkpoint(ckpt, out)
     log.info("forked %s at epoch %d into %s: %s", src, epoch, dst, changes)
     return out

@@ -6,9 +6,9 @@ looked at here.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
@@ -21,6 +21,7 @@ import torch.nn.functional as F  # noqa: N812
 from numpy.typing import NDArray
 from torch import nn
 
+from engine.outputs import write_bytes_atomic
 from training import augment, parallel, robustness
 from training.batches import channel_stats, make_batch, make_pair_batch
 from training.config import ArchConfig
@@ -318,11 +319,13 @@ def time_left(epoch_seconds: list[float], epochs_left: int) -> str:
     return f"about {hours} h {minutes:02d} min" if hours else f"about {max(1, minutes)} min"
 
 
-def _save(obj: dict[str, Any], path: Path) -> None:
+def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint whole or not at all, and on the disk before the call returns (a power
+    cut never leaves a truncated ``last.pt`` to resume from)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def saved_run(out_dir: Path) -> tuple[TrainConfig, ArchConfig] | None:
@@ -351,7 +354,14 @@ def train(
     """
     if cfg.processes > 1 and torch.cuda.is_available():
         raise ValueError("processes above 1 split training over CPU cores; on a GPU, train with one process")
+    if not resume and (Path(cfg.out_dir) / "last.pt").is_file():
+        raise FileExistsError(already_a_run(cfg.out_dir))
     return parallel.run(_train, cfg.processes, cfg, arch, resume, stop_after)
+
+
+def already_a_run(out_dir: str | Path) -> str:
+    """Why a new run is not started in ``out_dir``: it would overwrite the run there."""
+    return f"{out_dir} already holds a run; pass --resume to continue it, or choose another --out"
 
 
 def _train(
@@ -400,7 +410,9 @@ def _train(
         load_weights(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        torch.set_rng_state(ckpt["torch_rng"].cpu())  # loaded onto ``device`` with the rest
+        if "cuda_rng" in ckpt and device == "cuda":
+            torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu())
         if ema is not None:
             ema.load_state_dict(ckpt["ema"])
         state = ckpt["state"]
@@ -561,11 +573,11 @@ def _train(
                 "epoch": epoch + 1,
                 "history": state["history"],
             }
-            _save(judged_ckpt, epoch_checkpoint(out_dir, epoch + 1))
+            save_checkpoint(judged_ckpt, epoch_checkpoint(out_dir, epoch + 1))
             if record["val_loss"] < state["best_loss"]:
                 state["best_loss"] = record["val_loss"]
                 state["best_epoch"] = epoch + 1
-                _save(judged_ckpt, out_dir / "best.pt")
+                save_checkpoint(judged_ckpt, out_dir / "best.pt")
                 log.info("new best selection loss %.4f at epoch %d", record["val_loss"], epoch + 1)
             last = {
                 **meta,
@@ -575,9 +587,11 @@ def _train(
                 "torch_rng": torch.get_rng_state(),
                 "state": state,
             }
+            if device == "cuda":  # dropout masks on the GPU come from its own generator
+                last["cuda_rng"] = torch.cuda.get_rng_state()
             if ema is not None:
                 last["ema"] = ema.state_dict()
-            _save(last, last_path)
+            save_checkpoint(last, last_path)
             torch.set_num_threads(own_threads)
             epoch_seconds.append(time.time() - t0)
             if epoch + 1 < cfg.epochs:

@@ -26,6 +26,32 @@ def test_average_follows_the_decay_and_copies_counters() -> None:
     assert not any(p.requires_grad for p in ema.model.parameters())
 
 
+def test_constant_buffers_are_copied_exactly_and_batch_norm_statistics_averaged() -> None:
+    torch.manual_seed(0)
+    net = EquivariantMobileNetV2(ArchConfig(width=0.25, group_order=4, antialias=True))
+    ema = WeightEMA(net, decay=0.999)
+    for _ in range(300):  # through the warm-up, whose decays round in float32
+        ema.update(net)
+    mine = dict(ema.model.named_buffers())
+    constants = [  # the steerable basis, the input mask, the blur kernels, the pooling weights
+        (name, b)
+        for name, b in net.named_buffers()
+        if name.rsplit(".", 1)[-1] in ("basis", "sampled_basis", "mask", "kernel", "weight")
+    ]
+    assert len(constants) > 20
+    for name, buffer in constants:  # an average of a constant drifts by rounding; a copy does not
+        assert torch.equal(mine[name], buffer), name
+    with torch.no_grad():
+        for module in net.modules():
+            if hasattr(module, "running_mean"):
+                module.running_mean.add_(1.0)
+    ema.update(net)
+    means = [(name, b) for name, b in net.named_buffers() if name.endswith("running_mean")]
+    assert means
+    for name, buffer in means:  # averaged (about 0.97 of the old value kept), not copied
+        assert 0.5 < float((mine[name] - buffer).abs().max()) < 1.0, name
+
+
 def test_decay_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="decay"):
         WeightEMA(nn.Linear(1, 1), decay=1.0)

@@ -201,7 +201,9 @@ def test_resume_matches_an_uninterrupted_run(pcam_h5: Path, tmp_path: Path, robu
             assert torch.equal(a[key], b[key]), key
 
 
-def test_cli_resume_continues_with_the_saved_recipe(pcam_h5: Path, tmp_path: Path) -> None:
+def test_cli_resume_continues_with_the_saved_recipe(
+    pcam_h5: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     common = ["--data", str(pcam_h5), "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
     first = [
@@ -216,6 +218,11 @@ def test_cli_resume_continues_with_the_saved_recipe(pcam_h5: Path, tmp_path: Pat
         "--bf16",
     ]
     assert main(first + common) == 0
+    saved = (out / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert main(first + common) == 2  # the same command again, without --resume: refused
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert (out / "last.pt").read_bytes() == saved
     moved = tmp_path / "moved"  # a run folder may be moved between sessions: it resumes there
     shutil.copytree(out, moved)
     common[-1] = str(moved)
@@ -238,6 +245,7 @@ def test_a_forked_run_continues_with_a_larger_blur(pcam_h5: Path, tmp_path: Path
     assert main([*first, *common, "--out", str(src)]) == 0
     before = torch.load(src / "last.pt", weights_only=False)
     assert main(["fork", str(src), str(dst), "--blur-kernel", "5", "--seam-p", "0.5"]) == 0
+    assert main(["fork", str(src), str(dst), "--blur-kernel", "7"]) == 2  # dst holds a run now
     forked = torch.load(dst / "last.pt", weights_only=False)
     assert forked["arch"]["blur_kernel"] == 5 and forked["state"]["forked"]["epoch"] == 1
     assert forked["train_config"]["seam_p"] == 0.5 and forked["state"]["forked"]["seam_p"] == [0.0, 0.5]
