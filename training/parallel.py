@@ -21,6 +21,7 @@ import multiprocessing
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -128,8 +129,12 @@ def _join(init: str, ranks: Ranks) -> None:
     dist.init_process_group("gloo", init_method=init, rank=ranks.rank, world_size=ranks.size, timeout=TIMEOUT)
 
 
-def _child(fn: Callable[..., Any], ranks: Ranks, init: str, level: int, args: tuple[Any, ...]) -> None:
-    """Entry point of a spawned rank: its own logging, Ctrl-C left to rank 0."""
+def _child(
+    fn: Callable[..., Any], ranks: Ranks, init: str, level: int, args: tuple[Any, ...], started: Any
+) -> None:
+    """Entry point of a spawned rank: its own logging, Ctrl-C left to rank 0. ``started`` is set
+    once it runs, i.e. once ``fn`` and ``args`` were unpickled (imported) here."""
+    started.set()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=max(level, logging.WARNING),
@@ -166,10 +171,11 @@ def run(fn: Callable[..., T], processes: int, *args: Any) -> T:
     level = logging.getLogger().getEffectiveLevel()
     with tempfile.TemporaryDirectory(prefix="equitriage-ranks-") as tmp:
         init = Path(tmp, "rendezvous").as_uri()
+        started = [context.Event() for _ in range(1, processes)]
         children = [
             context.Process(
                 target=_child,
-                args=(fn, Ranks(rank, processes), init, level, args),
+                args=(fn, Ranks(rank, processes), init, level, args, started[rank - 1]),
                 name=f"training rank {rank}",
                 daemon=True,
             )
@@ -179,6 +185,7 @@ def run(fn: Callable[..., T], processes: int, *args: Any) -> T:
             child.start()
         finished = False
         try:
+            _wait_started(children, started)
             _join(init, Ranks(0, processes))
             result = fn(Ranks(0, processes), *args)
             finished = True
@@ -203,6 +210,16 @@ def _stop(children: Sequence[multiprocessing.process.BaseProcess], wait: bool) -
         if child.is_alive():
             child.terminate()
         child.join()
+
+
+def _wait_started(children: Sequence[multiprocessing.process.BaseProcess], started: Sequence[Any]) -> None:
+    """Wait until every spawned rank runs; raise RuntimeError naming one that ended first (it
+    could not import the job, say), rather than wait for it at the rendezvous until the timeout."""
+    while not all(event.is_set() for event in started):
+        for child, event in zip(children, started, strict=True):
+            if not event.is_set() and child.exitcode is not None:
+                raise RuntimeError(f"{child.name} stopped before it started (exit code {child.exitcode})")
+        time.sleep(0.05)
 
 
 def _failed(children: Sequence[multiprocessing.process.BaseProcess]) -> str:

@@ -3,6 +3,7 @@ them. Each returns what rank 0 holds at its end."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -76,3 +77,17 @@ def idle_wait(ranks: parallel.Ranks, seconds: float) -> float:
     parallel.sum_over_ranks([0.0])
     spent = time.process_time() - start if not ranks.lead else 0.0
     return parallel.sum_over_ranks([spent])[0]
+
+
+class LoadsNowhereElse:
+    """An argument that pickles here but cannot be loaded in another process, as a job whose
+    module a spawned rank cannot import."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return (_load_only_in, (os.getpid(),))
+
+
+def _load_only_in(pid: int) -> LoadsNowhereElse:
+    if os.getpid() != pid:
+        raise ImportError("this argument cannot be loaded in another process")
+    return LoadsNowhereElse()

@@ -102,6 +102,13 @@ def test_a_failing_rank_stops_the_run_and_is_named() -> None:
         parallel.run(rank_jobs.rank_one_fails, 2)
 
 
+def test_a_rank_that_cannot_start_stops_the_run_at_once() -> None:
+    """The job's arguments fail to load in the spawned rank: rank 0 must not wait for it at the
+    rendezvous (30 minutes) but stop and name it."""
+    with pytest.raises(RuntimeError, match=r"training rank 1 \(exit code 1\) stopped"):
+        parallel.run(rank_jobs.summed, 2, rank_jobs.LoadsNowhereElse())
+
+
 def test_two_processes_train_checkpoint_and_resume(pcam_h5: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = [
