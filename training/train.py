@@ -250,6 +250,23 @@ def epoch_checkpoint(out_dir: Path, epoch: int) -> Path:
     return out_dir / "epochs" / f"{epoch:03d}.pt"
 
 
+def restore_best(out_dir: Path, best_epoch: int) -> bool:
+    """Make ``best.pt`` epoch ``best_epoch``'s again if it is not (whether it was changed).
+
+    An epoch writes ``epochs/NNN.pt``, then ``best.pt``, then ``last.pt``. Stopped between the last
+    two, a resumed run repeats the epoch, and if the repeat does not come out best (any difference
+    in the arithmetic: other threads, a GPU), ``best.pt`` would keep the abandoned attempt.
+    """
+    kept, best = epoch_checkpoint(out_dir, best_epoch), out_dir / "best.pt"
+    if best_epoch < 1 or not kept.is_file():
+        return False
+    if best.is_file() and torch.load(best, map_location="cpu", weights_only=False).get("epoch") == best_epoch:
+        return False
+    write_bytes_atomic(best, kept.read_bytes())
+    log.info("best.pt restored to epoch %d, the best the resumed run knows", best_epoch)
+    return True
+
+
 def init_weights(model: nn.Module, arch: ArchConfig, path: Path) -> None:
     """Load the weights of the checkpoint at ``path`` (its averaged weights if it is a ``best.pt``),
     which must hold the same architecture."""
@@ -417,6 +434,8 @@ def _train(
             ema.load_state_dict(ckpt["ema"])
         state = ckpt["state"]
         log.info("resumed from %s at epoch %d", last_path, state["epoch"])
+        if ranks.rank == 0:
+            restore_best(out_dir, state["best_epoch"])
     if ranks.size > 1:
         parallel.broadcast_model(model)
         log.info("%d processes of %d thread(s), each a share of every batch", ranks.size, own_threads)

@@ -26,6 +26,7 @@ from training.train import (
     frozen_teacher,
     lr_factor,
     negative_focus_weights,
+    restore_best,
     shift_consistency,
     teacher_consistency,
     time_left,
@@ -199,6 +200,19 @@ def test_resume_matches_an_uninterrupted_run(pcam_h5: Path, tmp_path: Path, robu
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), key
+
+
+def test_best_pt_is_restored_to_the_best_epoch_a_resumed_run_knows(tmp_path: Path) -> None:
+    (tmp_path / "epochs").mkdir()
+    for epoch in (1, 2):
+        kept = {"epoch": epoch, "model": {"w": torch.full((2,), float(epoch))}}
+        torch.save(kept, epoch_checkpoint(tmp_path, epoch))
+    torch.save({"epoch": 3, "model": {"w": torch.zeros(2)}}, tmp_path / "best.pt")  # an abandoned attempt
+    assert restore_best(tmp_path, 2)
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert best["epoch"] == 2 and torch.equal(best["model"]["w"], torch.full((2,), 2.0))
+    assert not restore_best(tmp_path, 2)  # already right: left alone
+    assert not restore_best(tmp_path, -1)  # no best yet
 
 
 def test_cli_resume_continues_with_the_saved_recipe(
