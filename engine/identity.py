@@ -106,9 +106,15 @@ def companions(path: Path) -> list[Path]:
     return sorted(f for f in (path.parent / n for n in names if n) if f != path and f.is_file())
 
 
-def _hash_file(digest: hashlib._Hash, path: Path) -> None:
+def _hash_stat(digest: hashlib._Hash, path: Path) -> os.stat_result:
+    """Add ``path``'s name, size and mtime to ``digest``; its stat."""
     st = path.stat()
     digest.update(f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode("utf-8", "surrogateescape"))
+    return st
+
+
+def _hash_file(digest: hashlib._Hash, path: Path) -> None:
+    st = _hash_stat(digest, path)
     with path.open("rb") as fh:
         digest.update(fh.read(FINGERPRINT_CHUNK))
         if st.st_size > FINGERPRINT_CHUNK:
@@ -129,8 +135,7 @@ def input_identity(path: Path) -> InputIdentity:
         for file in _files_of(path):
             _hash_file(digest, file)
         for file in companions(path):  # large and many: their names, sizes and times stand for them
-            st = file.stat()
-            digest.update(f"{file.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode("utf-8", "surrogateescape"))
+            _hash_stat(digest, file)
     except OSError as exc:
         raise SlideNotFoundError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     return InputIdentity(
