@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_CALIBRATION = 512
+CHECK_PATCHES = 64  # training patches the INT8-vs-FP32 agreement is measured on
 QUANTIZED_OPS = ("Conv", "Relu", "Add")
 
 
@@ -274,6 +275,19 @@ def calibration_inputs(
     return prepare(np.asarray(train.images[index]), contract)
 
 
+def split_calibration(
+    drawn: NDArray[np.float32], n_calibrate: int
+) -> tuple[NDArray[np.float32] | None, NDArray[np.float32]]:
+    """(calibration inputs or None when data-free, check inputs): disjoint slices of ``drawn``.
+
+    The INT8-vs-FP32 check runs on patches the ranges were not calibrated on, so that a
+    calibrated model's agreement is not measured on its own calibration set.
+    """
+    if not 0 <= n_calibrate < len(drawn):
+        raise ValueError(f"cannot keep check inputs: {n_calibrate} to calibrate of {len(drawn)} drawn")
+    return (drawn[:n_calibrate] if n_calibrate else None), drawn[n_calibrate:]
+
+
 def agreement(fp32: bytes, int8: bytes, x: NDArray[np.float32]) -> dict[str, float]:
     """Max and mean |p_fp32 - p_int8| of the positive class, and argmax agreement, on inputs ``x``."""
     from training.export import onnx_logits
@@ -313,27 +327,21 @@ def quantize_checkpoint(
         raise TypeError(f"{checkpoint}: expected a MobileNetV2, got {type(plain).__name__}")
     info = model_info(checkpoint, ckpt, model, plain)
     contract = make_contract(arch, ckpt, plain, info)
-    calib = None
-    n_check = cfg.calibrate or 64
     if data is not None:
-        calib = calibration_inputs(data, cache_dir, contract, max(n_check, 64), cfg.seed)
+        drawn = calibration_inputs(data, cache_dir, contract, cfg.calibrate + CHECK_PATCHES, cfg.seed)
+        calib, check = split_calibration(drawn, cfg.calibrate)
+        checked_on = f"{len(check)} training patches not used for calibration"
     elif cfg.calibrate:
         raise ValueError("--calibrate needs --data (the PCam training patches)")
+    else:
+        calib = None
+        size = arch.input_size
+        check = np.random.default_rng(cfg.seed).normal(size=(16, 3, size, size)).astype(np.float32)
+        checked_on = f"{len(check)} random inputs"
     fp32, int8, report = quantize_plain(plain, contract, cfg, calib)
-    check = (
-        calib
-        if calib is not None
-        else np.random.default_rng(cfg.seed)
-        .normal(size=(16, 3, arch.input_size, arch.input_size))
-        .astype(np.float32)
-    )
-    report["agreement"] = agreement(fp32, int8, check[:64])
-    log.info(
-        "INT8 vs FP32 twin on %d %s inputs: %s",
-        min(len(check), 64),
-        "training" if calib is not None else "random",
-        report["agreement"],
-    )
+    report["agreement"] = agreement(fp32, int8, check)
+    report["agreement_inputs"] = checked_on
+    log.info("INT8 vs FP32 twin on %s: %s", checked_on, report["agreement"])
     if data is not None and contract.features_name is not None:
         from training.features import training_sample, with_feature_stats
 

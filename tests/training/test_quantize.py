@@ -32,6 +32,7 @@ from training.quantize import (
     dequantized_weights,
     quantize_onnx,
     quantize_plain,
+    split_calibration,
 )
 from training.ranges import data_free_ranges, input_range
 
@@ -186,6 +187,17 @@ def test_calibrated_and_bias_corrected(equivariant: MobileNetV2, x: NDArray[np.f
         quantize_plain(equivariant, CONTRACT, QuantConfig(calibrate=16))
     with pytest.raises(ValueError, match="512"):
         QuantConfig(calibrate=513)
+
+
+def test_agreement_is_checked_on_patches_not_calibrated_on() -> None:
+    drawn = np.arange(80, dtype=np.float32).reshape(80, 1, 1, 1)
+    calib, check = split_calibration(drawn, 16)
+    assert calib is not None and len(calib) == 16 and len(check) == 64
+    assert not set(calib.ravel().tolist()) & set(check.ravel().tolist())
+    none, every = split_calibration(drawn[:64], 0)
+    assert none is None and len(every) == 64
+    with pytest.raises(ValueError, match="check"):
+        split_calibration(drawn[:16], 16)
 
 
 def test_real_patches(shared_data: Path, default_int8: tuple[bytes, bytes]) -> None:
