@@ -11,14 +11,13 @@ import logging
 import os
 import sys
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
 from engine.batch import SlideJob
 from engine.errors import EquiTriageError
@@ -61,53 +60,56 @@ class JobSignals(QObject):
 
 
 WORKER_NICE = 5
-KEEP_JOBS = 64
+
+
+class _Reaper(QObject):
+    """Holds a pool's jobs on the UI thread; a job's ``ended`` reaches it after every signal the
+    job sent, and drops it."""
+
+    ended = Signal(object)  # the _Tracked job that has run
+
+    def __init__(self, parent: QObject | None) -> None:
+        super().__init__(parent)
+        self.jobs: set[_Tracked] = set()
+        self.ended.connect(self._drop)  # queued: emitted by worker threads, handled on this one
+
+    @Slot(object)
+    def _drop(self, job: _Tracked) -> None:
+        self.jobs.discard(job)
 
 
 class _Tracked(QRunnable):
-    """Runs ``job``, then tells its pool (from the worker thread) that it has run."""
+    """Runs ``job``, then says so (from the worker thread) through ``reaper``."""
 
-    def __init__(self, job: QRunnable, ended: Callable[[_Tracked], None]) -> None:
+    def __init__(self, job: QRunnable, reaper: _Reaper) -> None:
         super().__init__()
         self.job = job
-        self._ended = ended
+        self._reaper = reaper
 
     def run(self) -> None:
         try:
             self.job.run()
         finally:
-            self._ended(self)
+            self._reaper.ended.emit(self)
 
 
 class JobPool:
     """A thread pool that keeps its jobs alive, so their signals still reach the UI thread.
 
-    A job is kept while it waits and runs, however long, and then among the last
-    :data:`KEEP_JOBS` that ended: its signals, queued to the UI thread, are delivered before it is
-    dropped, and it is dropped on the UI thread, which owns its signal object.
+    A job is kept while it waits and runs, however long, and until the UI thread has handled
+    every signal it sent: the job's last act is a signal queued to the UI thread behind all of
+    its others, and only that one drops it, on the UI thread, which owns its signal object.
     """
 
     def __init__(self, parent: QObject | None, threads: int) -> None:
         self.pool = QThreadPool(parent)
         self.pool.setMaxThreadCount(threads)
-        self._running: set[_Tracked] = set()
-        self._ended: deque[_Tracked] = deque(maxlen=KEEP_JOBS)
-        self._just_ended: list[_Tracked] = []  # filled by worker threads, emptied on the UI thread
-        self._lock = threading.Lock()
+        self._reaper = _Reaper(parent)
 
     def start(self, job: QRunnable) -> None:
-        with self._lock:
-            ended, self._just_ended = self._just_ended, []
-        for tracked in ended:
-            self._running.discard(tracked)
-            self._ended.append(tracked)
-        tracked = _Tracked(job, self._end)
-        self._running.add(tracked)
+        tracked = _Tracked(job, self._reaper)
+        self._reaper.jobs.add(tracked)
         self.pool.start(tracked)
-
-    def _end(self, tracked: _Tracked) -> None:
-        with self._lock:
-            self._just_ended.append(tracked)
 
     def busy(self) -> bool:
         return self.pool.activeThreadCount() > 0
