@@ -1,4 +1,5 @@
-"""What a reader must know before trusting a result: assumed µm/px, out-of-distribution tissue.
+"""What a reader must know before trusting a result: out-of-distribution tissue, an assumed µm/px,
+a triage policy not calibrated for the model.
 
 Every front end (verdict panel, report, folder triage, overlay caption) words a result's caveats
 from here, so none of them can show a score without them.
@@ -6,6 +7,7 @@ from here, so none of them can show a score without them.
 
 from __future__ import annotations
 
+from engine.contract import DEFAULT_CALIBRATION
 from engine.ood import describe as describe_ood
 from engine.summary import SlideSummary
 
@@ -40,14 +42,27 @@ def out_of_distribution(summary: SlideSummary) -> bool:
     return bool(summary.out_of_distribution)
 
 
+def policy_uncalibrated(summary: SlideSummary) -> bool:
+    """Whether the model carried the default triage policy, not one calibrated for it."""
+    return summary.thresholds.calibration == DEFAULT_CALIBRATION
+
+
+def policy_caveat(summary: SlideSummary) -> str:
+    """One line on an uncalibrated triage policy, or "" when the model's own was used."""
+    if not policy_uncalibrated(summary):
+        return ""
+    return (
+        f"Model {summary.model.version} carries the default slide thresholds, not ones calibrated "
+        "for it: the category is only a rough guide; order slides by score."
+    )
+
+
 def caveats(summary: SlideSummary) -> list[str]:
     """Every caveat of a result, most serious first; empty when there is none."""
     out = []
     if out_of_distribution(summary):
         out.append(describe_ood(summary.ood or {"reasons": []}))
-    line = mpp_caveat(summary)
-    if line:
-        out.append(line)
+    out.extend(line for line in (mpp_caveat(summary), policy_caveat(summary)) if line)
     return out
 
 
@@ -59,6 +74,8 @@ def flags(summary: SlideSummary) -> list[str]:
     if mpp_assumed(summary):
         used = summary.mpp_used
         out.append(f"µm/px ASSUMED ({used:g})" if used is not None else "µm/px ASSUMED")
+    if policy_uncalibrated(summary):
+        out.append("THRESHOLDS NOT CALIBRATED")
     return out
 
 

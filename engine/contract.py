@@ -25,6 +25,12 @@ FORMAT_VERSION = 1
 SCORE_METHODS = ("region_logistic", "region_mass", "smoothed_max", "largest_region", "top_k_mean")
 
 
+DEFAULT_CALIBRATION = (
+    "default policy (the contract has none): region_logistic as calibrated for eq-e8 by "
+    "benchmarks/slide_triage.py --calibrate"
+)
+
+
 @dataclass(frozen=True)
 class TriagePolicy:
     """How tile probabilities become a slide verdict (see ``engine.triage``).
@@ -43,10 +49,12 @@ class TriagePolicy:
     score_method: str = "region_logistic"
     smooth_cells: int = 3
     weights: tuple[float, ...] = (-22.6078, 3.1097, 17.5782, 2.4459)
-    calibration: str = (
-        "default policy (the contract has none): region_logistic as calibrated for eq-e8 by "
-        "benchmarks/slide_triage.py --calibrate"
-    )
+    calibration: str = DEFAULT_CALIBRATION
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the policy was calibrated for this model, not the documented fallback."""
+        return self.calibration != DEFAULT_CALIBRATION
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TriagePolicy:
