@@ -21,7 +21,7 @@ from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QSp
 
 from engine.batch import job_for
 from engine.model import Model
-from engine.slide import SLIDE_SUFFIXES
+from engine.slide import SLIDE_SUFFIXES, Slide
 from gui.analysis_controller import AnalysisController
 from gui.batch_state import BatchState
 from gui.batch_view import BatchView
@@ -38,7 +38,7 @@ from gui.state import OverlayState
 from gui.tile_loader import rgb_to_qimage
 from gui.viewer import SlideViewer
 from gui.window_parts import ElidingStatusBar, SidePanel
-from gui.workers import JobPool, OpenedSlide, SlideOpener
+from gui.workers import CallJob, JobPool, OpenedSlide, SlideOpener
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class MainWindow(QMainWindow):
 
     def _slide_opened(self, tag: int, opened: OpenedSlide) -> None:
         if not self.slides.take(tag):
-            opened.slide.close()
+            self._close_later(opened.slide)
             return
         self._close_current()
         self.shown.take(self.shown.ask())  # a failed open later leaves this slide and its analysis
@@ -244,8 +244,12 @@ class MainWindow(QMainWindow):
         self.analysis.clear()
         if old is not None:
             self.viewer.set_slide(None)
-            self.viewer.loader.wait()
-            old.slide.close()
+            self._close_later(old.slide)
+
+    def _close_later(self, slide: Slide) -> None:
+        """Close ``slide`` in a worker: it waits for its reads in flight (the viewer's, however slow
+        the disk), which the UI thread must not."""
+        self.jobs.start(CallJob(0, slide.close))
 
     def close_slide(self) -> None:
         if self.analysis.running and not self.confirm_stop_analysis("Close it"):
@@ -368,12 +372,11 @@ class MainWindow(QMainWindow):
         self.analysis.shutdown()
         self.folder.shutdown()
         self.exports.shutdown()
-        self.jobs.wait()
         self.viewer.loader.set_slide(None)
-        self.viewer.loader.wait()
         if self.opened is not None:
-            self.opened.slide.close()
+            self._close_later(self.opened.slide)
             self.opened = None
+        self.jobs.wait()  # the slide closes once the viewer's reads in flight end
 
     def confirm_stop_analysis(self, then: str) -> bool:
         """Asked before ``then`` ("Open X", "Close it") closes the slide being analysed (tests

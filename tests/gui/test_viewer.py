@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import threading
 from pathlib import Path
 
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
@@ -9,6 +11,7 @@ from PySide6.QtGui import QDropEvent, QWheelEvent
 from PySide6.QtWidgets import QLabel
 from pytestqt.qtbot import QtBot
 
+from engine.slide import OpenSlideSlide
 from gui.main_window import MainWindow
 from tests.gui.conftest import WAIT_MS, open_slide_and_wait
 
@@ -149,3 +152,38 @@ def test_loader_drops_requests_that_lapsed(qtbot: QtBot, slides: Path) -> None:
         assert loader.cache.nbytes <= 4 * 1024 * 1024  # bounded
         loader.set_slide(None)
         loader.wait()
+
+
+def _closed(osr: object) -> bool:
+    try:
+        _ = osr.level_count  # type: ignore[attr-defined]
+    except ctypes.ArgumentError:  # openslide-python: "Passing closed slide object"
+        return True
+    return False
+
+
+def test_closing_a_slide_never_waits_for_its_reads_on_the_ui_thread(
+    qtbot: QtBot, window: MainWindow, cmu: Path
+) -> None:
+    open_slide_and_wait(qtbot, window, cmu)
+    assert window.opened is not None and isinstance(window.opened.slide, OpenSlideSlide)
+    slide = window.opened.slide
+    reading, finish, read = threading.Event(), threading.Event(), threading.Event()
+    real = slide._osr.read_region
+
+    def stalled(*args: object) -> object:  # a read from a stalled network share
+        reading.set()
+        finish.wait(WAIT_MS / 1000)
+        read.set()
+        return real(*args)
+
+    slide._osr.read_region = stalled
+    reader = threading.Thread(target=slide.read_region, args=((0, 0), 0, (8, 8)))
+    reader.start()
+    assert reading.wait(WAIT_MS / 1000)
+    window.close_slide()
+    returned_while_reading = not read.is_set()
+    finish.set()
+    reader.join()
+    assert returned_while_reading
+    qtbot.waitUntil(lambda: _closed(slide._osr), timeout=WAIT_MS)  # closed once the read ended
