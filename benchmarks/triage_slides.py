@@ -104,9 +104,12 @@ def patch_table(
     model = Model.load(model_path, threads=1)
     tag = "-look2" if second_look else ""
     cache = cache or Path(tempfile.gettempdir()) / f"equitriage_slide_triage_{model.sha256[:12]}{tag}.npz"
+    key = f"{model.sha256}{tag}"  # a cache belongs to one model file and one way of reading
     if cache.is_file():
         z = np.load(cache)
-        return PatchTable(z["probs"], z["labels"], z["sources"], z["select"], z["heldout"])
+        if "model" in z.files and str(z["model"]) == key:
+            return PatchTable(z["probs"], z["labels"], z["sources"], z["select"], z["heldout"])
+        say(f"# {cache} holds another model's probabilities (or another reading): made again")
     t0 = time.perf_counter()
     images, labels, sources = read_valid(data)
     select, heldout = halve(labels, pixel_groups(images), VALID_SPLIT_SEED)
@@ -118,7 +121,7 @@ def patch_table(
             rng = np.random.default_rng(1000 + v)  # the same jitter draws at every offset
             batch = np.stack([variant(im[dy : dy + side, dx : dx + side], v, rng) for im in images])
             probs[:, v] += model.predict(batch) / len(offsets)
-    np.savez(cache, probs=probs, labels=labels, sources=sources, select=select, heldout=heldout)
+    np.savez(cache, probs=probs, labels=labels, sources=sources, select=select, heldout=heldout, model=key)
     say(f"# model over {len(images)} patches x {VARIANTS} variants: {time.perf_counter() - t0:.0f} s")
     return PatchTable(probs, labels, sources, select, heldout)
 

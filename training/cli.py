@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from training.errors import CheckpointError
+
 DEFAULT_DATA = "../shared/data/pcam/pcam_train_valid.zip"
 DEFAULT_CACHE_DIR = "runs/cache"
 
@@ -287,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_freed_memory()
     try:
         return _command(args)
+    except CheckpointError as exc:
+        logging.getLogger(__name__).error("%s", exc)
+        return 2
     except KeyboardInterrupt:
         resume = "; finished epochs are saved: `train --resume --out RUN` continues the run"
         logging.getLogger(__name__).warning("interrupted%s", resume if args.command == "train" else "")
@@ -308,6 +313,13 @@ def _command(args: argparse.Namespace) -> int:
         saved = saved_run(Path(out)) if args.resume else None
         if saved is not None:  # a resumed run continues with the settings it was started with,
             cfg, arch = saved  # in the folder it was found in (it may have been moved)
+            if args.processes and args.processes != cfg.processes:
+                logging.getLogger(__name__).warning(
+                    "resuming on %d processes, not the %d the run started with: its augmentation "
+                    "draws and batch-norm batches change, so it will not repeat an uninterrupted run",
+                    args.processes,
+                    cfg.processes,
+                )
             cfg = dataclasses.replace(
                 cfg, threads=args.threads, processes=args.processes or cfg.processes, out_dir=out
             )

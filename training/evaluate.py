@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,15 +103,29 @@ def stability(
 
 
 def train_subset(
-    data: Path, cache_dir: Path, n: int, seed: int = 0
-) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
-    """A seeded, stratified sample of ``n`` training patches (to compare train and held-out)."""
+    data: Path, cache_dir: Path, n: int, info: Mapping[str, Any], seed: int = 0
+) -> tuple[NDArray[np.uint8], NDArray[np.int64], str]:
+    """A seeded, stratified sample of ``n`` patches the model trained on (to compare train and
+    held-out), and where it was drawn from, in words.
+
+    A run on fewer patches than the split (``--train-size``) trained on its own stratified subset;
+    the contract's ``info`` records its size and seed (``train_patches``, ``train_seed``), and the
+    sample is drawn from that subset. A model that does not record them is sampled from the whole
+    split, and the words say so.
+    """
     from training.data import load_patches
     from training.splits import stratified_subset
 
     train = load_patches(data, cache_dir)["train"]
+    trained, trained_seed = info.get("train_patches"), info.get("train_seed")
+    source = "the model's training patches"
+    if trained is not None and int(trained) < len(train):
+        if trained_seed is None:
+            source = f"the whole split: the model trained on {trained} of it and does not record which"
+        else:
+            train = train.subset(stratified_subset(train.labels, int(trained), int(trained_seed)))
     sample = train.subset(stratified_subset(train.labels, n, seed))
-    return np.asarray(sample.images), sample.labels
+    return np.asarray(sample.images), sample.labels, source
 
 
 def plot_curve(curves: dict[str, tuple[list[int], list[float]]], path: Path) -> None:
@@ -171,24 +186,29 @@ def evaluate_onnx(
         est, low, high = bootstrap_ci(labels, prob, metric, n_boot=n_boot)
         result[name] = {"value": est, "ci95": [low, high]}
         log.info("held-out %s %.4f (95%% CI %.4f-%.4f)", name, est, low, high)
-    policy = clf.contract.triage
-    thresholds = sorted({policy.tile_threshold, policy.low_threshold, policy.high_threshold})
-    result["operating_points"] = [operating_point(labels, prob, t) for t in thresholds]
-    points = ", ".join(
-        f"{p['threshold']:g}: {p['sensitivity']:.3f}/{p['specificity']:.3f}"
-        for p in result["operating_points"]
+    # Patch probabilities meet one threshold of the policy, the tile threshold; its low and high
+    # thresholds apply to the slide score, so a patch-level figure at them would mean nothing.
+    point = operating_point(labels, prob, clf.contract.triage.tile_threshold)
+    result["operating_points"] = [point]
+    log.info(
+        "patch-level sensitivity/specificity at the tile threshold %g: %.3f/%.3f",
+        point["threshold"],
+        point["sensitivity"],
+        point["specificity"],
     )
-    log.info("patch-level sensitivity/specificity at the contract's triage thresholds: %s", points)
     if train_patches > 0:
-        train_images, train_labels = train_subset(data, cache_dir, train_patches)
+        train_images, train_labels, source = train_subset(data, cache_dir, train_patches, clf.contract.info)
         train_prob = clf.prob(train_images)
         result["train_subset"] = {
             "patches": len(train_labels),
+            "drawn_from": source,
             "accuracy": accuracy(train_labels, train_prob),
             "auc": auc(train_labels, train_prob),
         }
         log.info(
-            "training subset: accuracy %.4f, AUC %.4f",
+            "training subset (%d patches, from %s): accuracy %.4f, AUC %.4f",
+            len(train_labels),
+            source,
             result["train_subset"]["accuracy"],
             result["train_subset"]["auc"],
         )

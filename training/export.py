@@ -30,7 +30,7 @@ from training.config import ArchConfig
 from training.features import FEATURES_NAME, training_sample, with_feature_stats
 from training.field_of_view import PCAM_MPP, mask_radius_px
 from training.mobilenet import MobileNetV2
-from training.models import build_model, load_weights
+from training.models import build_model, judged_checkpoint, load_weights
 from training.stamp import contract_of, with_contract
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ PARITY_ATOL = 1e-4
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The trained network of a checkpoint (eval mode) and the checkpoint's metadata."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = judged_checkpoint(path)
     arch = ArchConfig.from_dict(ckpt["arch"])
     model = build_model(arch)
     load_weights(model, ckpt["model"])
@@ -109,6 +109,7 @@ def model_info(checkpoint: Path, ckpt: dict[str, Any], model: nn.Module, plain: 
         "params": count_params(plain),
         "macs": count_macs(plain, arch.input_size),
         "train_patches": ckpt.get("n_train"),
+        "train_seed": ckpt.get("train_config", {}).get("seed"),  # with train_patches: which ones
         "epochs_trained": len(history),
         "epochs_planned": ckpt.get("train_config", {}).get("epochs"),
         "best_epoch": ckpt.get("epoch"),

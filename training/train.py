@@ -27,8 +27,9 @@ from training.batches import channel_stats, make_batch, make_pair_batch
 from training.config import ArchConfig
 from training.data import Patches, load_patches
 from training.ema import WeightEMA
+from training.errors import CheckpointError
 from training.metrics import accuracy, auc, nll
-from training.models import build_model, load_weights
+from training.models import build_model, judged_checkpoint, load_weights
 from training.precision import effective_bf16
 from training.splits import VALID_SPLIT_SEED, halve, pixel_groups, stratified_subset
 
@@ -268,12 +269,12 @@ def restore_best(out_dir: Path, best_epoch: int) -> bool:
 
 
 def init_weights(model: nn.Module, arch: ArchConfig, path: Path) -> None:
-    """Load the weights of the checkpoint at ``path`` (its averaged weights if it is a ``best.pt``),
-    which must hold the same architecture."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    """Load the weights of the checkpoint at ``path`` (``best.pt`` or ``epochs/NNN.pt``: averaged
+    weights), which must hold the same architecture."""
+    ckpt = judged_checkpoint(path)
     saved = ArchConfig.from_dict(ckpt["arch"])
     if saved != arch:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} holds {saved}, not {arch}: start from a checkpoint of the same architecture"
         )
     load_weights(model, ckpt["model"])

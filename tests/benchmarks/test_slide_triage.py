@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from benchmarks.slide_triage import (
     triage_metrics,
     without_stubborn_normals,
 )
-from benchmarks.triage_slides import VARIANTS, PatchTable, build_set
+from benchmarks.triage_slides import VARIANTS, PatchTable, build_set, patch_table
+from tests.onnx_models import write_model
 
 
 def test_triage_metrics_by_hand() -> None:
@@ -111,3 +113,20 @@ def test_tile_threshold_only_with_a_calibration_and_inside_0_1(argv: list[str]) 
     with pytest.raises(SystemExit):
         parse_args(argv)
     assert parse_args(["--calibrate", "--dry-run", "--tile-threshold", "0.8"]).tile_threshold == 0.8
+
+
+def test_a_probability_cache_serves_only_the_model_that_made_it(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = write_model(tmp_path / "colour.onnx")
+    cache = tmp_path / "slide-probs.npz"
+    n = 3000
+    stale = np.full((n, VARIANTS), 0.5, np.float32)  # another model's table left in the folder
+    zeros = np.zeros(n, np.int64)
+    np.savez(cache, probs=stale, labels=zeros, sources=zeros, select=zeros, heldout=zeros, model="another")
+    made = patch_table(shared_data / "pcam", model, cache)
+    assert "another model's probabilities" in capsys.readouterr().out
+    assert len(made.probs) == n and not np.allclose(made.probs, 0.5)
+    again = patch_table(shared_data / "pcam", model, cache)
+    assert "# model over" not in capsys.readouterr().out  # served from its own cache
+    np.testing.assert_array_equal(again.probs, made.probs)

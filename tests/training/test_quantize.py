@@ -236,6 +236,22 @@ def test_command_refuses_onnx_input(tmp_path: Path, caplog: pytest.LogCaptureFix
     assert cmd_quantize(_parse(["quantize", str(tmp_path / "missing.pt")])) == 2
 
 
+def test_command_refuses_a_resume_checkpoint(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.training.dfq_models import tiny_arch
+    from training.cli import main
+
+    last = tmp_path / "last.pt"  # raw weights, optimizer state, no epoch: what resumes a run
+    torch.save({"arch": tiny_arch("conventional").to_dict(), "model": {}, "optimizer": {}, "state": {}}, last)
+    with caplog.at_level(logging.ERROR):
+        assert main(["quantize", str(last), "--out", str(tmp_path / "m.onnx"), "--data", ""]) == 2
+    assert "best.pt" in caplog.text and len(caplog.records) == 1
+    caplog.clear()
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with caplog.at_level(logging.ERROR):
+        assert main(["quantize", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "not a training checkpoint" in caplog.text and not (tmp_path / "m.onnx").exists()
+
+
 def test_command_end_to_end(tmp_path: Path, equivariant: MobileNetV2) -> None:
     from tests.training.dfq_models import tiny_arch
 

@@ -17,6 +17,9 @@ from engine.model import Model
 from engine.model_card import clinical_card
 from training.cli import main
 from training.config import ArchConfig
+from training.data import load_patches
+from training.evaluate import train_subset
+from training.splits import stratified_subset
 from training.train import (
     ROBUST_RECIPE,
     TrainConfig,
@@ -136,7 +139,18 @@ def test_cli_export_then_evaluate(trained_run: tuple[Path, dict], pcam_h5: Path)
     assert 0.0 <= stability["shift_flip_rate"] <= 1.0 and stability["shift_max_abs_dp"] >= 0.0
     assert {"auc_blur", "auc_scan40x", "auc_gain15", "auc_hed"} <= set(stability)
     assert metrics["train_subset"]["patches"] == 64
+    assert metrics["train_subset"]["drawn_from"] == "the model's training patches"
     stamped = Model.load(model, threads=1)  # the numbers travel with the model, weights unchanged
+    assert (stamped.contract.info["train_patches"], stamped.contract.info["train_seed"]) == (384, 0)
+    # patch probabilities meet the tile threshold only; the others are slide-score thresholds
+    assert [p["threshold"] for p in metrics["operating_points"]] == [stamped.contract.triage.tile_threshold]
+    # the training sample comes from the 384 patches the run trained on, not the whole split
+    train = load_patches(pcam_h5, Path(cache))["train"]
+    trained = {im.tobytes() for im in train.images[stratified_subset(train.labels, 384, 0)]}
+    images, _, _ = train_subset(pcam_h5, Path(cache), 64, stamped.contract.info)
+    assert len(train) > 384 and all(im.tobytes() in trained for im in images)
+    _, _, source = train_subset(pcam_h5, Path(cache), 64, {"train_patches": 384})
+    assert "does not record which" in source
     assert stamped.contract.info["heldout"]["auc"] == metrics["auc"]
     assert clinical_card(stamped).metrics[1].value == pytest.approx(metrics["auc"]["value"])
 
@@ -371,7 +385,7 @@ def test_negative_focus_weighs_only_confident_false_positives() -> None:
 
 
 def test_a_fine_tune_starts_from_a_checkpoint_and_trains_shift_consistency(
-    pcam_h5: Path, tmp_path: Path
+    pcam_h5: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     common = ["--data", str(pcam_h5), "--cache-dir", str(tmp_path / "cache")]
@@ -410,8 +424,13 @@ def test_a_fine_tune_starts_from_a_checkpoint_and_trains_shift_consistency(
     head = "classifier.weight"
     assert not torch.equal(run["model"][head], start["model"][head])  # it trained (lr left at default)
     other = ["train", "--arch", "conventional", *TINY_HALF_RUN, "--init", str(src / "best.pt")]
-    with pytest.raises(ValueError, match="same architecture"):
-        main([*other, *common, "--out", str(tmp_path / "other")])
+    with caplog.at_level(logging.ERROR):
+        assert main([*other, *common, "--out", str(tmp_path / "other")]) == 2
+        assert "same architecture" in caplog.text
+        caplog.clear()  # a run's resume checkpoint holds raw, unaveraged weights: refused too
+        resume_ckpt = ["--init", str(src / "last.pt")]
+        assert main([*first, *resume_ckpt, *common, "--out", str(tmp_path / "from-last")]) == 2
+        assert "best.pt" in caplog.text and len(caplog.records) == 1
 
 
 def test_lr_schedule_warms_up_then_decays() -> None:
