@@ -133,6 +133,13 @@ class SlideTooSmallError(SlideError):
     default_remedy = Remedy.CHECK_MPP
 
 
+class SlideTooCoarseError(SlideError):
+    """The slide's µm/px is so much coarser than the model's that its tiles would be enlarged
+    beyond recognition (usually a wrong µm/px: a magnification typed as µm/px)."""
+
+    default_remedy = Remedy.CHECK_MPP
+
+
 class ModelError(EquiTriageError):
     """The model file is missing, unreadable or carries no valid contract."""
 

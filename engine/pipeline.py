@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from engine.contract import ModelContract
-from engine.errors import CancelledError, SlideTooSmallError
+from engine.errors import CancelledError, SlideTooCoarseError, SlideTooSmallError
 from engine.model import Model
 from engine.ood import TILE_STATS, OodVerdict, judge_ood, tile_colour
 from engine.preprocess import prepare
@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 THUMB_PX_PER_TILE = 8
 THUMB_MIN_SIDE = 1024
 THUMB_MAX_SIDE = 4096
+# A slide at most this many times coarser than the model's µm/px is analysed (tiles enlarged up to
+# 2x); beyond it the µm/px is almost surely wrong (e.g. 20 typed for a 20x scan) and the grid huge.
+MAX_ENLARGEMENT = 2.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,12 @@ def plan_tiles(slide: Slide, contract: ModelContract, params: AnalysisParams) ->
         raise SlideTooSmallError(
             f"{slide.name}: {w} x {h} px at {mpp:.3f} µm/px is smaller than one model patch "
             f"({grid.l0_tile_px:.0f} px), nothing to analyse"
+        )
+    if mpp > contract.mpp * MAX_ENLARGEMENT:
+        raise SlideTooCoarseError(
+            f"{slide.name}: {mpp:g} µm/px is too coarse for the model, which reads {contract.mpp:g} "
+            f"µm/px (at most {MAX_ENLARGEMENT:g} times coarser): each tile would be enlarged "
+            f"{mpp / contract.mpp:.1f}-fold"
         )
     tissue = detect_tissue(thumbnail)
     fractions = tissue_fractions(tissue, thumb_ds, grid)

@@ -33,7 +33,7 @@ def otsu_threshold(values: NDArray[np.uint8]) -> int:
 
 def saturation(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """HSV saturation scaled to 0..255."""
-    c = rgb.astype(np.int16)
+    c = rgb.astype(np.int32)  # (max - min) * 255 overflows int16 once max - min > 128
     cmax = c.max(axis=2)
     cmin = c.min(axis=2)
     with np.errstate(divide="ignore", invalid="ignore"):

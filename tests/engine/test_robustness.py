@@ -548,7 +548,7 @@ def test_a_broken_openslide_handle_fails_its_slide_only(
     with pytest.raises(SlideReadError, match="closed"):
         slide.read_region((0, 0), 0, (8, 8))
     good = shared_data / "slides" / "CMU-1-Small-Region.svs"
-    outcomes = run_batch([job_for(bogus), job_for(good)], tmp_path, model, AnalysisParams(), mpp=6.0)
+    outcomes = run_batch([job_for(bogus), job_for(good)], tmp_path, model, AnalysisParams(), default_mpp=0.5)
     assert [o.status for o in outcomes] == ["failed", "ok"]
     assert "the file is damaged" in outcomes[0].error
 
