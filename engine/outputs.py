@@ -1,7 +1,7 @@
 """Per-slide result files, each written atomically; ``summary.json`` last, as the completion mark.
 
 A folder holding ``summary.json`` is a finished analysis. Temporary files are hidden
-(``.name.tmp-PID``) and never look like results, so a crash or Ctrl-C leaves nothing half-written
+(``.name.tmp-PID-RANDOM``) and never look like results, so a crash or Ctrl-C leaves nothing half-written
 that could pass for whole.
 """
 
@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,7 +65,9 @@ def output_error(path: Path, exc: OSError) -> OutputError:
 
 def _stage(path: Path, write: Callable[[Path], None]) -> Path:
     """Write ``path``'s new content beside it under a temporary name (on disk, synced); return it."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # Unique per write: two threads, or two machines whose processes share a pid, may be writing
+    # the same file of a shared output folder (summary.csv) at once.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:

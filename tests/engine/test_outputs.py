@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image
 from engine.errors import OutputError
 from engine.heatmap import colour_lut, lut_index
 from engine.model import Model
-from engine.outputs import read_summary, write_json_atomic, write_results
+from engine.outputs import read_summary, write_bytes_atomic, write_json_atomic, write_results
 from engine.pipeline import AnalysisParams, analyse_slide
 from engine.slide import ArraySlide
 
@@ -102,3 +103,27 @@ def test_heatmap_colours_stay_clear_of_haematoxylin_and_eosin() -> None:
     for r, g, b in colour_lut().tolist():
         hue = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)[0] * 360
         assert hue < 60 or hue > 345, (r, g, b, hue)
+
+
+def test_writers_of_the_same_file_never_share_a_temporary_file(tmp_path: Path) -> None:
+    """summary.csv of an output folder may be rebuilt by two threads, or by two machines whose
+    processes have the same pid, at the same moment: each write stages its own file."""
+    target = tmp_path / "summary.csv"
+    contents = [f"writer {w} ".encode() * 20_000 for w in range(6)]
+    errors: list[BaseException] = []
+
+    def write(data: bytes) -> None:
+        try:
+            for _ in range(40):
+                write_bytes_atomic(target, data)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(data,)) for data in contents]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert target.read_bytes() in contents  # one writer's content, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.csv"]  # no temporary file left
