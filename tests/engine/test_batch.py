@@ -4,6 +4,7 @@ parameters and µm/px."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,12 @@ def test_a_long_name_in_wide_characters_still_makes_a_folder(tmp_path: Path) -> 
     assert len(name.encode()) <= 255 and name.startswith("\N{MICROSCOPE}" * 40)
     (tmp_path / "out" / name).mkdir(parents=True)  # the file system takes it
     assert results_name(tmp_path / ("x" * 100 + ".svs")).split("_")[0] == "x" * 80  # ASCII: 80 characters
+
+
+def test_same_named_slides_get_folders_told_apart_by_64_bits_of_their_path(tmp_path: Path) -> None:
+    a, b = results_name(tmp_path / "a" / "s.svs"), results_name(tmp_path / "b" / "s.svs")
+    digest = hashlib.sha256(str(tmp_path / "a" / "s.svs").encode()).hexdigest()
+    assert a == f"s_{digest[:16]}" and b.startswith("s_") and a != b
 
 
 def test_an_output_folder_whose_path_loops_hides_nothing(tmp_path: Path) -> None:
