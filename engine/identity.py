@@ -179,6 +179,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def process_life(pid: int) -> str | None:
+    """What tells one life of process ``pid`` from another: this boot's id and the process's start
+    time (Linux ``/proc``), or None where that cannot be read. A pid that a crashed writer left in
+    a lock and that now belongs to another process, after a restart or a reboot, has another."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+        start = stat[stat.rindex(")") + 2 :].split()[19]  # field 22, starttime; fields 1-2: pid, (comm)
+    except (OSError, ValueError, IndexError):
+        return None
+    return f"{boot}/{start}"
+
+
 def this_host() -> str:
     """This machine's name, as written in lock files (no network look-up)."""
     return platform.node() or "localhost"
@@ -202,15 +215,16 @@ def _read(path: Path) -> str | None:
         return ""
 
 
-def _parse(text: str) -> tuple[int, str | None, str | None]:
-    """(pid, host, token) of a lock file's text: pid 0 if it is half-written or unreadable; no host
-    or token if an older version wrote it."""
+def _parse(text: str) -> tuple[int, str | None, str | None, str | None]:
+    """(pid, host, token, life) of a lock file's text: pid 0 if it is half-written or unreadable;
+    no host, token or :func:`process_life` if an older version (or another system) wrote none."""
     parts = text.split()
     try:
         pid = int(parts[0]) if parts else 0
     except ValueError:
-        return 0, None, None
-    return pid, parts[1] if len(parts) > 1 else None, parts[2] if len(parts) > 2 else None
+        return 0, None, None, None
+    rest = [*parts[1:4], None, None, None]
+    return pid, rest[0], rest[1], rest[2]
 
 
 class ResultLock:
@@ -255,7 +269,8 @@ class ResultLock:
             except OSError as exc:
                 raise OutputError(f"cannot write to {self.folder} ({exc.strerror or exc})") from exc
             try:
-                line = f"{os.getpid()} {this_host()} {self._token}\n"
+                life = process_life(os.getpid()) or ""
+                line = f"{os.getpid()} {this_host()} {self._token} {life}".rstrip() + "\n"
                 os.write(fd, line.encode("utf-8", "surrogateescape"))
             except OSError as exc:
                 os.close(fd)
@@ -278,7 +293,7 @@ class ResultLock:
         """:meth:`holder` for the lock file's ``text`` (None: there is none)."""
         if text is None:
             return None
-        pid, host, token = _parse(text)
+        pid, host, token, life = _parse(text)
         if pid == 0:  # half-written: its writer died between create and write, or is writing now
             return "another process" if self._age() < LOCK_WRITE_GRACE_S else None
         if host is not None and host != this_host():
@@ -289,9 +304,9 @@ class ResultLock:
             if held is not None and held != self._token and token == held:
                 return "this program"
             return None  # left by an earlier process with the same pid
-        if _alive(pid):
+        if _alive(pid) and (life is None or process_life(pid) in (None, life)):
             return f"another process (pid {pid})"
-        return None
+        return None  # gone, or its pid now belongs to another process (a restart, a reboot)
 
     def _take_over(self, seen: str | None) -> None:
         """Remove the stale lock whose text was ``seen``, unless it changed meanwhile: it is first

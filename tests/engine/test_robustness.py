@@ -25,7 +25,7 @@ from engine import identity
 from engine.batch import analyse_file, job_for
 from engine.cli import main
 from engine.errors import ResultLockedError
-from engine.identity import LOCK_LEASE_S, ResultLock, results_name, this_host
+from engine.identity import LOCK_LEASE_S, ResultLock, process_life, results_name, this_host
 from engine.model import Model
 from engine.pipeline import AnalysisParams
 from tests.conftest import REPO
@@ -184,6 +184,26 @@ def test_a_live_lock_is_respected_and_a_stale_one_taken_over(tmp_path: Path) -> 
     with ResultLock(folder):  # its process is gone: stale
         assert (folder / ".lock").read_text().split()[:2] == [str(os.getpid()), this_host()]
     assert not (folder / ".lock").exists()
+
+
+@pytest.mark.skipif(process_life(os.getpid()) is None, reason="needs Linux /proc")
+def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale(tmp_path: Path) -> None:
+    """A writer crashed (or the machine rebooted) and its pid went to an unrelated process: the
+    lock records the writer's life (boot id, start time), which the new process does not share."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        life = process_life(other.pid)
+        assert life is not None
+        (tmp_path / ".lock").write_text(f"{other.pid} {this_host()} token {life}\n")
+        with pytest.raises(ResultLockedError, match=f"pid {other.pid}"):  # the writer itself: live
+            ResultLock(tmp_path).acquire()
+        boot, start = life.split("/")
+        (tmp_path / ".lock").write_text(f"{other.pid} {this_host()} token {boot}/{int(start) - 1}\n")
+        with ResultLock(tmp_path) as lock:  # the same pid, another life: the crashed writer's
+            assert lock.path.read_text().split()[3] == process_life(os.getpid())
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_one_process_never_writes_one_folder_twice(tmp_path: Path) -> None:
