@@ -39,6 +39,7 @@ PLAIN_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bm
 SLIDE_SUFFIXES = OPENSLIDE_SUFFIXES | PLAIN_IMAGE_SUFFIXES
 # µm/px outside this range is not a microscope scan (e.g. a 72 dpi default in an image header).
 PLAUSIBLE_MPP = (0.05, 50.0)
+THUMB_BAND_PIXELS = 1 << 24  # level pixels read at once for a thumbnail: 64 MiB as RGBA
 # ``mpp_source`` of a µm/px given by the user for this slide, and of a fallback for files without one.
 MPP_OVERRIDE = "user"
 MPP_DEFAULT = "default"
@@ -120,19 +121,32 @@ class Slide(ABC):
     def thumbnail(self, max_side_px: int) -> tuple[NDArray[np.uint8], float]:
         """The whole slide shrunk so its longer side is at most ``max_side_px``.
 
-        Returns the RGB array and its downsample (level-0 px per thumbnail px).
+        Returns the RGB array and its downsample (level-0 px per thumbnail px): exact along the
+        longer side, within half a thumbnail pixel along the shorter, however narrow the slide.
+        A level much larger than the thumbnail (a slide without a coarse level) is read and
+        shrunk in bands of at most :data:`THUMB_BAND_PIXELS`, never whole.
         """
         l0_w, l0_h = self.dimensions
         downsample = max(1.0, max(l0_w, l0_h) / max_side_px)
         level = self.best_level_for_downsample(downsample)
         lvl_w, lvl_h = self.level_dimensions[level]
-        pixels = self.read_region((0, 0), level, (lvl_w, lvl_h))
         out_w = max(1, round(l0_w / downsample))
         out_h = max(1, round(l0_h / downsample))
-        if (out_w, out_h) != (lvl_w, lvl_h):
-            img = Image.fromarray(pixels).resize((out_w, out_h), Image.Resampling.BOX)
-            pixels = np.asarray(img)
-        return pixels, l0_w / out_w
+        if (out_w, out_h) == (lvl_w, lvl_h):
+            return self.read_region((0, 0), level, (lvl_w, lvl_h)), downsample
+        rows_per_out = lvl_h / out_h  # level rows behind one thumbnail row
+        band_rows = max(1, int(THUMB_BAND_PIXELS // (lvl_w * max(1.0, rows_per_out))))
+        lvl_ds = self.level_downsamples[level]
+        bands = []
+        for r0 in range(0, out_h, band_rows):
+            r1 = min(out_h, r0 + band_rows)
+            top, bottom = r0 * rows_per_out, r1 * rows_per_out
+            y0, y1 = math.floor(top), min(lvl_h, math.ceil(bottom))
+            pixels = self.read_region((0, round(y0 * lvl_ds)), level, (lvl_w, y1 - y0))
+            box = (0.0, top - y0, float(lvl_w), bottom - y0)  # the band's exact share of the level
+            img = Image.fromarray(pixels).resize((out_w, r1 - r0), Image.Resampling.BOX, box=box)
+            bands.append(np.asarray(img))
+        return np.concatenate(bands), downsample
 
     def close(self) -> None:  # noqa: B027 - only file-backed slides hold anything
         """Release the file."""

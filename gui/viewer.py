@@ -87,7 +87,7 @@ class SlideViewer(QWidget):
         if slide is not None:
             if thumbnail is not None:
                 self._thumb = rgb_to_qimage(thumbnail)
-                self._thumb_ds = slide.dimensions[0] / max(1, thumbnail.shape[1])
+                self._thumb_ds = max(slide.dimensions) / max(1, *thumbnail.shape[:2])
             self.viewport.l0_size = slide.dimensions
             self._sync_size()
             self.viewport.fit()

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 from PIL import Image
 
 from engine.errors import MissingMppError, Remedy, SlideNotFoundError, SlideReadError, UnsupportedSlideError
@@ -118,3 +119,35 @@ def test_array_slide_outside_the_image_is_glass() -> None:
 def test_transparent_pixels_become_white() -> None:
     rgba = np.array([[[10, 20, 30, 255], [10, 20, 30, 0]]], dtype=np.uint8)
     assert rgba_to_rgb(rgba).tolist() == [[[10, 20, 30], [255, 255, 255]]]
+
+
+class _CountingSlide(ArraySlide):
+    """An in-memory slide that remembers the size of every region read from it."""
+
+    reads: list[int]
+
+    def read_region(self, l0_xy: tuple[int, int], level: int, lvl_size: tuple[int, int]) -> NDArray[np.uint8]:
+        self.reads.append(lvl_size[0] * lvl_size[1])
+        return super().read_region(l0_xy, level, lvl_size)
+
+
+def test_a_slide_without_a_coarse_level_is_shrunk_in_bands(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(1500, 2300, 3), dtype=np.uint8)
+    slide = _CountingSlide(pixels, 0.25, downsamples=(1,))  # one level: the thumbnail reads level 0
+    slide.reads = []
+    monkeypatch.setattr("engine.slide.THUMB_BAND_PIXELS", 200_000)
+    thumb, ds = slide.thumbnail(256)
+    assert thumb.shape == (167, 256, 3) and ds == pytest.approx(2300 / 256)
+    assert len(slide.reads) > 10 and max(slide.reads) <= 200_000 + 2300 * 10  # bands, never whole
+    whole = np.asarray(Image.fromarray(pixels).resize((256, 167), Image.Resampling.BOX))
+    assert np.abs(thumb.astype(int) - whole.astype(int)).max() <= 1  # the same picture
+
+
+def test_a_narrow_slides_thumbnail_scale_holds_on_both_axes() -> None:
+    slide = ArraySlide(np.full((20_000, 40, 3), 200, dtype=np.uint8), 0.25)
+    thumb, ds = slide.thumbnail(1024)
+    h, w = thumb.shape[:2]
+    assert (h, w) == (1024, 2)
+    assert abs(ds * h - 20_000) <= 1e-6 * 20_000  # the long side: exact
+    assert abs(ds * w - 40) <= ds / 2  # the short side: within half a thumbnail pixel
