@@ -50,8 +50,10 @@ def cell_rings(cells: NDArray[np.bool_]) -> list[list[Vertex]]:
     """Closed outlines of a set of grid cells, in corner coordinates (col, row).
 
     Boundary edges are walked with the cells on the right-hand side; at a corner shared by two
-    diagonal cells the walk turns right, so rings never cross. Exterior rings run one way, holes
-    the other (see :func:`signed_area`).
+    diagonal cells the walk turns right, so rings never cross. A walk that passes such a corner
+    twice (a hole that meets the outside, or another hole, at one corner) is cut there into
+    simple rings, which touch at that corner only, as valid polygons may (OGC, QuPath's JTS).
+    Exterior rings run one way, holes the other (see :func:`signed_area`).
     """
     padded = np.pad(cells, 1)
     edges: dict[Vertex, list[Vertex]] = {}
@@ -79,8 +81,27 @@ def cell_rings(cells: NDArray[np.bool_]) -> list[list[Vertex]]:
             ring.append(cur)
             nxt = _take(edges, cur, (cur[0] - prev[0], cur[1] - prev[1]))
             prev, cur = cur, nxt
-        rings.append(_simplify(ring))
+        rings.extend(_simplify(simple) for simple in _simple_rings(ring))
     return rings
+
+
+def _simple_rings(ring: list[Vertex]) -> list[list[Vertex]]:
+    """``ring`` cut at every vertex it passes twice into rings that pass each vertex once."""
+    out: list[list[Vertex]] = []
+    path: list[Vertex] = []
+    at: dict[Vertex, int] = {}
+    for v in ring:
+        i = at.get(v)
+        if i is None:
+            at[v] = len(path)
+            path.append(v)
+            continue
+        out.append(path[i:])  # the loop from v back to v
+        for u in path[i + 1 :]:
+            del at[u]
+        del path[i + 1 :]
+    out.append(path)
+    return out
 
 
 def _take(edges: dict[Vertex, list[Vertex]], at: Vertex, heading: Vertex | None) -> Vertex:

@@ -72,3 +72,24 @@ def test_geojson_has_closed_rings_and_measurements() -> None:
     assert [190.0, 190.0] in coords[0] and [475.0, 475.0] in coords[0]
     assert feature["properties"]["measurements"]["tiles"] == 8
     assert feature["properties"]["classification"]["name"] == "Tumor"
+
+
+def test_a_hole_meeting_the_outside_at_a_corner_is_its_own_ring() -> None:
+    cells = np.array([[1, 1, 0], [1, 0, 1], [1, 1, 1]], dtype=bool)  # hole and outside share (2, 1)
+    rings = sorted(cell_rings(cells), key=lambda r: -abs(signed_area(r)))
+    assert [signed_area(r) for r in rings] == [8.0, -1.0]
+    assert all(len(set(r)) == len(r) for r in rings)  # simple: no vertex twice
+    assert set(rings[0]) & set(rings[1]) == {(2, 1)}  # they touch at that corner only
+
+
+def test_every_components_rings_are_simple_one_exterior_and_holes() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        mask = rng.random((9, 9)) < 0.55
+        labels, n = label_components(mask)
+        for k in range(1, n + 1):
+            rings = cell_rings(labels == k)
+            areas = [signed_area(r) for r in rings]
+            assert all(len(set(r)) == len(r) for r in rings)
+            assert sum(a > 0 for a in areas) == 1  # one outline per 4-connected region
+            assert sum(areas) == pytest.approx((labels == k).sum())  # holes subtract
