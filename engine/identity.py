@@ -237,14 +237,10 @@ class ResultLock:
         self._token = uuid.uuid4().hex
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._made_folder = False  # by acquire: a failed analysis leaves no empty folder behind
 
     def acquire(self) -> None:
-        try:  # the output folder itself must exist: if it was removed mid-run, say so
-            self.folder.mkdir(exist_ok=True)
-        except FileNotFoundError as exc:
-            raise OutputError(f"cannot write {self.folder}: the output folder was removed") from exc
-        except OSError as exc:
-            raise OutputError(f"cannot create {self.folder} ({exc.strerror or exc})") from exc
+        self._make_folder()
         with _HELD_GUARD:  # within this process the answer is known without the file
             if _key(self.path) in _HELD_HERE:
                 raise ResultLockedError(f"{self.folder.name}: being analysed by this program")
@@ -253,7 +249,21 @@ class ResultLock:
             self._create()
         except BaseException:
             self._forget()
+            if self._made_folder:
+                with contextlib.suppress(OSError):
+                    self.folder.rmdir()
             raise
+
+    def _make_folder(self) -> None:
+        try:  # the output folder itself must exist: if it was removed mid-run, say so
+            self.folder.mkdir()
+            self._made_folder = True
+        except FileExistsError:
+            pass
+        except FileNotFoundError as exc:
+            raise OutputError(f"cannot write {self.folder}: the output folder was removed") from exc
+        except OSError as exc:
+            raise OutputError(f"cannot create {self.folder} ({exc.strerror or exc})") from exc
 
     def _create(self) -> None:
         for _ in range(3):
@@ -265,6 +275,9 @@ class ResultLock:
                 if holder is not None:
                     raise ResultLockedError(f"{self.folder.name}: being analysed by {holder}") from None
                 self._take_over(seen)
+                continue
+            except FileNotFoundError:  # another writer, failing, removed the folder it had made
+                self._make_folder()
                 continue
             except OSError as exc:
                 raise OutputError(f"cannot write to {self.folder} ({exc.strerror or exc})") from exc
@@ -368,6 +381,9 @@ class ResultLock:
             if text is not None and _parse(text)[2] == self._token:  # never another writer's lock
                 with contextlib.suppress(OSError):
                     self.path.unlink()
+            if self._made_folder:
+                with contextlib.suppress(OSError):  # fails unless empty: a result stays
+                    self.folder.rmdir()
             self._forget()
 
     def _forget(self) -> None:

@@ -92,6 +92,7 @@ def test_bad_slides_fail_with_one_clear_line(
     assert "Traceback" not in proc.stderr
     assert fragment in proc.stderr
     assert not list((tmp_path / "out").glob("*/summary.json"))
+    assert not [p for p in (tmp_path / "out").glob("*") if p.is_dir()]  # no empty result folder
 
 
 @pytest.mark.parametrize(
