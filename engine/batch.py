@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -98,6 +99,11 @@ def discover_slides(folder: Path, recursive: bool = False, exclude: Path | None 
         raise SlideNotFoundError(f"{folder}: no such folder")
     if not folder.is_dir():
         raise SlideNotFoundError(f"{folder}: is a file, not a folder of slides", Remedy.USE_FOLDER)
+    try:  # glob yields nothing from a folder it may not read: say why instead of "no slides"
+        with os.scandir(folder):
+            pass
+    except OSError as exc:
+        raise SlideNotFoundError(f"{folder}: cannot be listed ({exc.strerror or exc})") from exc
     pattern = "**/*" if recursive else "*"
     try:
         excluded = exclude.resolve() if exclude else None

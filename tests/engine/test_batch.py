@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from engine.batch import analyse_file, discover_slides, is_finished, job_for, run_batch, unique_jobs
-from engine.errors import CancelledError
+from engine.errors import CancelledError, SlideNotFoundError
 from engine.identity import results_name
 from engine.model import Model
 from engine.pipeline import AnalysisParams
@@ -218,3 +219,18 @@ def test_a_cancel_wins_over_the_slide_failing_at_that_moment(model: Model, tmp_p
     (out := tmp_path / "out").mkdir()
     with pytest.raises(CancelledError):  # not a "failed" outcome: the batch was interrupted
         run_batch([missing], out, model, PARAMS, on_start=lambda job: cancel.set(), cancel=cancel)
+
+
+def test_a_folder_that_cannot_be_listed_says_so_rather_than_holding_no_slides(tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    (folder / "a.svs").write_bytes(b"")
+    folder.chmod(0)
+    try:
+        if os.geteuid() == 0:  # root lists it anyway
+            assert [job.path.name for job in discover_slides(folder)] == ["a.svs"]
+        else:
+            with pytest.raises(SlideNotFoundError, match="cannot be listed"):
+                discover_slides(folder)
+    finally:
+        folder.chmod(0o755)
