@@ -20,7 +20,7 @@ from engine.preprocess import fit_patches, prepare
 from training import robustness
 from training.augment import rotate
 from training.metrics import METRICS, accuracy, auc, bootstrap_ci, operating_point
-from training.splits import VALID_SPLIT_SEED
+from training.splits import VALID_SPLIT_SEED, pixel_groups
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +182,10 @@ def evaluate_onnx(
         "split_seed": split_seed,
         "n_boot": n_boot,
     }
+    groups = pixel_groups(images)  # copies of one patch are resampled together
+    result["ci_resampling"] = f"{len(np.unique(groups))} groups of pixel-identical patches"
     for name, metric in METRICS.items():
-        est, low, high = bootstrap_ci(labels, prob, metric, n_boot=n_boot)
+        est, low, high = bootstrap_ci(labels, prob, metric, n_boot=n_boot, groups=groups)
         result[name] = {"value": est, "ci95": [low, high]}
         log.info("held-out %s %.4f (95%% CI %.4f-%.4f)", name, est, low, high)
     # Patch probabilities meet one threshold of the policy, the tile threshold; its low and high

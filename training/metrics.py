@@ -57,12 +57,24 @@ def bootstrap_ci(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    groups: NDArray[np.int64] | None = None,
 ) -> tuple[float, float, float]:
-    """(estimate, low, high): the metric and its percentile bootstrap interval over patches."""
+    """(estimate, low, high): the metric and its percentile bootstrap interval.
+
+    Patches are resampled one by one, or with ``groups`` (a group id per patch: pixel-identical
+    patches share one) group by group, so that copies of one patch are not counted as
+    independent evidence and the interval is not too narrow.
+    """
     rng = np.random.default_rng(seed)
+    members: list[NDArray[np.int64]] = []
+    if groups is not None:
+        order = np.argsort(groups, kind="stable")
+        _, starts = np.unique(groups[order], return_index=True)
+        members = np.split(order, starts[1:])
     stats = np.empty(n_boot)
     for b in range(n_boot):
-        idx = rng.integers(0, len(labels), size=len(labels))
+        drawn = rng.integers(0, len(members) or len(labels), size=len(members) or len(labels))
+        idx = np.concatenate([members[g] for g in drawn]) if members else drawn
         stats[b] = metric(labels[idx], prob[idx])
     alpha = (1 - level) / 2
     low, high = np.nanquantile(stats, [alpha, 1 - alpha])

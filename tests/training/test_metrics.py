@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from training.metrics import accuracy, auc, bootstrap_ci, nll
 
@@ -57,3 +58,21 @@ def test_operating_point() -> None:
     assert operating_point(labels, prob, 0.5) == {"threshold": 0.5, "sensitivity": 0.75, "specificity": 4 / 6}
     assert operating_point(labels, prob, 0.9) == {"threshold": 0.9, "sensitivity": 0.5, "specificity": 5 / 6}
     assert np.isnan(operating_point(labels[:4], prob[:4], 0.5)["specificity"])
+
+
+def test_bootstrap_resamples_copies_of_a_patch_together() -> None:
+    from training.metrics import auc, bootstrap_ci
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 150)
+    prob = np.clip(0.3 * labels + rng.random(150) * 0.7, 0, 1)
+    copies = 10  # every patch ten times over: ten times the patches, no more evidence
+    many_labels, many_prob = np.repeat(labels, copies), np.repeat(prob, copies)
+    groups = np.repeat(np.arange(150), copies)
+    naive = bootstrap_ci(many_labels, many_prob, auc, n_boot=300)
+    grouped = bootstrap_ci(many_labels, many_prob, auc, n_boot=300, groups=groups)
+    single = bootstrap_ci(labels, prob, auc, n_boot=300)
+    assert naive[0] == grouped[0] == pytest.approx(single[0])
+    width = {name: ci[2] - ci[1] for name, ci in (("naive", naive), ("grouped", grouped), ("single", single))}
+    assert width["naive"] < width["single"] / 2  # copies counted as evidence: far too narrow
+    assert width["grouped"] == pytest.approx(width["single"], rel=0.35)  # the evidence there is
