@@ -305,6 +305,12 @@ class OpenSlideSlide(Slide):
         self._osr.close()
 
 
+def thumbnail_downsample(dimensions: tuple[int, int], thumbnail: NDArray[np.uint8]) -> float:
+    """Level-0 px per px of a thumbnail of a slide of ``dimensions``, as :meth:`Slide.thumbnail`
+    returns it: the longer side's."""
+    return max(dimensions) / max(1, int(thumbnail.shape[0]), int(thumbnail.shape[1]))
+
+
 def rgba_to_rgb(rgba: NDArray[np.uint8]) -> NDArray[np.uint8]:
     """Composite non-premultiplied RGBA over white (glass), as a viewer shows it."""
     alpha = rgba[..., 3]

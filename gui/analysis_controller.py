@@ -110,6 +110,11 @@ class AnalysisController(QObject):
         self.pool.start(worker)
 
     def cancel(self) -> None:
+        if self._wanted is not None:  # still waiting for the model: it will not start
+            self._wanted = None
+            self.panel.set_running(self.running)
+            self.panel.set_progress(0, 1, "Cancelled")
+            self.status.emit("Analysis cancelled", 5000)
         if self.worker is not None:
             self.worker.cancel.set()
             self.panel.progress_label.setText("Cancelling…")

@@ -49,26 +49,35 @@ class ExportController(QObject):
         self.pool = JobPool(self, 1)  # exports are written one after another, as asked
 
     def ask(self, kind: str) -> None:
-        """Ask where to write export ``kind``, then write it."""
-        shown = self.shown()
-        if shown is None:
+        """Ask where to write export ``kind``, then write it: the result shown when asked, even
+        if another slide or result comes up while the dialog is open (it runs its own loop)."""
+        source = self._source()
+        if source is None:
             return
         suffix, filters = exports.KINDS[kind]
         folder = Path(self.settings().last_folder or Path.home())
-        start = folder / f"{shown[0].slide.name}{suffix}"
+        start = folder / f"{source.slide_name}{suffix}"
         path, _ = QFileDialog.getSaveFileName(self.window, "Export", str(start), filters)
         if path:
-            self.export(kind, Path(path))
+            self._write(kind, Path(path), source)
 
     def export(self, kind: str, path: Path) -> None:
         """Write export ``kind`` of the result shown to ``path`` in a worker; a failure is
         reported, never raised. ``ended`` says when it is done, written or not."""
-        shown = self.shown()
-        if shown is None:
+        source = self._source()
+        if source is None:
             self.error.emit("Nothing to export", "analyse the slide first")
             return
+        self._write(kind, path, source)
+
+    def _source(self) -> exports.ExportSource | None:
+        shown = self.shown()
+        if shown is None:
+            return None
         opened, saved = shown
-        source = exports.ExportSource.of(opened, saved, self.overlay, self.models.model_now())
+        return exports.ExportSource.of(opened, saved, self.overlay, self.models.model_now())
+
+    def _write(self, kind: str, path: Path, source: exports.ExportSource) -> None:
         self.status.emit(f"Exporting {path.name}…", 0)
         job = CallJob(0, lambda: write_export(kind, path, source))
         job.signals.done.connect(lambda _token, problem: self._written(path, problem))

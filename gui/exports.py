@@ -17,6 +17,7 @@ from engine.model_card import INTENDED_USE, LIMITS, THRESHOLDS_NOTE, clinical_ca
 from engine.outputs import TILES, read_summary, save_image_atomic, write_bytes_atomic, write_json_atomic
 from engine.regions import Region, regions_geojson
 from engine.results import SavedAnalysis
+from engine.slide import thumbnail_downsample
 from gui.info_panel import slide_facts
 from gui.report import ReportData, write_report
 from gui.state import OverlayState
@@ -38,12 +39,12 @@ class ExportSource:
 
     saved: SavedAnalysis
     slide_name: str
-    slide_width: int
+    slide_dimensions: tuple[int, int]
     facts: list[tuple[str, str]]
     thumbnail: NDArray[np.uint8]
     opacity: float
     threshold: float
-    model_card: list[tuple[str, str]]
+    model: Model | None  # the model loaded now; its card is read in the worker (a file)
 
     @classmethod
     def of(
@@ -52,12 +53,12 @@ class ExportSource:
         return cls(
             saved=saved,
             slide_name=opened.slide.name,
-            slide_width=opened.slide.dimensions[0],
+            slide_dimensions=opened.slide.dimensions,
             facts=slide_facts(opened.slide, saved.summary),
             thumbnail=opened.thumbnail,
             opacity=overlay.opacity,
             threshold=overlay.threshold,
-            model_card=card_rows(model, saved),
+            model=model,
         )
 
 
@@ -66,7 +67,7 @@ def overlay_picture(source: ExportSource) -> Image.Image:
     saved, thumb = source.saved, source.thumbnail
     return overlay_image(
         thumb,
-        source.slide_width / thumb.shape[1],
+        thumbnail_downsample(source.slide_dimensions, thumb),
         saved.grid,
         saved.prob_grid(),
         source.opacity,
@@ -131,7 +132,7 @@ def export(kind: str, path: Path, source: ExportSource) -> None:
             shown_regions(source),
             source.thumbnail,
             overlay_picture(source),
-            model_card=source.model_card,
+            model_card=card_rows(source.model, saved),
         )
         write_report(path, data)
     else:

@@ -55,6 +55,7 @@ class FolderController(QObject):
         self.listing = Latest()
         self._listing_cancel = threading.Event()  # stops the listing in progress
         self.worker: BatchWorker | None = None
+        self._wanted = 0  # counts starts and cancels: the start waiting for the model runs if still wanted
         view.choose_folder_requested.connect(self.choose)
         view.start_requested.connect(self.start)
         view.cancel_requested.connect(self.cancel)
@@ -115,7 +116,9 @@ class FolderController(QObject):
             return
         self.view.set_running(True)
         folder = self.state.folder
-        self.models.with_model(lambda model: self._start(model, folder))
+        self._wanted += 1  # a cancel while the model loads drops this start
+        wanted = self._wanted
+        self.models.with_model(lambda model: self._start(model, folder, wanted))
 
     def results_folder_changed(self) -> None:
         """The settings name another results folder: list the folder again against it."""
@@ -125,7 +128,9 @@ class FolderController(QObject):
     def _out_dir(self) -> Path:
         return self.state.out_dir or Path(self.settings().output_dir)
 
-    def _start(self, model: Model, folder: Path | None) -> None:
+    def _start(self, model: Model, folder: Path | None, wanted: int) -> None:
+        if wanted != self._wanted:  # cancelled (or asked again) while the model loaded
+            return
         if self.running or self.state.folder is None or self.state.folder != folder:
             self.view.set_running(self.running)  # another folder was opened while the model loaded
             return
@@ -144,8 +149,11 @@ class FolderController(QObject):
         self.pool.start(worker)
 
     def cancel(self) -> None:
+        self._wanted += 1  # a start still waiting for the model will not run
         if self.worker is not None:
             self.worker.cancel.set()
+        else:
+            self.view.set_running(False)
 
     def shutdown(self) -> None:
         """Cancel a running triage and wait for its worker (bounded); it resumes when started again."""

@@ -28,7 +28,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QWidget
 
 from engine.heatmap import colourise
-from engine.slide import Slide
+from engine.slide import Slide, thumbnail_downsample
 from gui.scale_bar import format_magnification, magnification, scale_bar
 from gui.state import OverlayState, Viewport, outlined_regions
 from gui.tile_cache import TILE_PX, level_for_zoom, tile_spec, visible_tiles
@@ -87,7 +87,7 @@ class SlideViewer(QWidget):
         if slide is not None:
             if thumbnail is not None:
                 self._thumb = rgb_to_qimage(thumbnail)
-                self._thumb_ds = max(slide.dimensions) / max(1, *thumbnail.shape[:2])
+                self._thumb_ds = thumbnail_downsample(slide.dimensions, thumbnail)
             self.viewport.l0_size = slide.dimensions
             self._sync_size()
             self.viewport.fit()

@@ -218,6 +218,34 @@ def folder_of_slides(tmp_path: Path, slides: Path, shared_data: Path) -> Path:
     return folder
 
 
+def test_a_cancel_while_the_model_loads_starts_nothing(
+    qtbot: QtBot,
+    bench: AnalysisBench,
+    models: ModelManager,
+    settings: Settings,
+    folder_of_slides: Path,
+    cmu: Path,
+) -> None:
+    opened = bench.open(cmu)
+    bench.start(opened)  # the model loads in the background first
+    assert bench.panel.progress_label.text() == "Loading the model…" and bench.panel.cancel_button.isEnabled()
+    bench.panel.cancel_button.click()
+    assert bench.panel.analyse_button.isEnabled() and not bench.panel.cancel_button.isEnabled()
+    view = BatchView(BatchState())  # folder triage too
+    qtbot.addWidget(view)
+    folder = FolderController(view, models, lambda: settings)
+    with qtbot.waitSignal(folder.shown, timeout=WAIT_MS):
+        folder.open(folder_of_slides)
+    view.start_button.click()
+    assert not view.start_button.isEnabled()
+    folder.cancel()
+    assert view.start_button.isEnabled()
+    qtbot.waitUntil(lambda: models.model is not None, timeout=WAIT_MS)  # the model arrives
+    qtbot.wait(300)
+    assert not bench.controller.running and not (opened.results_dir / SUMMARY).exists()
+    assert not folder.running and not list(Path(settings.output_dir).glob("*/" + SUMMARY))
+
+
 def test_folder_triage_runs_resumes_and_opens_a_slide(
     qtbot: QtBot, settings: Settings, models: ModelManager, folder_of_slides: Path
 ) -> None:
@@ -258,7 +286,13 @@ def test_folder_triage_runs_resumes_and_opens_a_slide(
 
 # -- exports -----------------------------------------------------------------------------------
 def test_exports_write_what_is_shown_and_report_failures(
-    qtbot: QtBot, settings: Settings, models: ModelManager, model_path: Path, cmu: Path, tmp_path: Path
+    qtbot: QtBot,
+    settings: Settings,
+    models: ModelManager,
+    model_path: Path,
+    cmu: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = Path(settings.output_dir)
     out.mkdir()
@@ -308,5 +342,16 @@ def test_exports_write_what_is_shown_and_report_failures(
             controller.export("report", blocker / "r.pdf")
         title, message = reports.errors[-1]
         assert title == "Export failed" and "cannot write" in message and message.endswith("another place")
+
+        class DialogWhileTheWindowMovesOn:  # the save dialog runs its own event loop
+            @staticmethod
+            def getSaveFileName(*_args: object) -> tuple[str, str]:  # noqa: N802 - Qt's name
+                shown.clear()  # e.g. another slide finished opening meanwhile
+                return str(exported / "asked.csv"), ""
+
+        monkeypatch.setattr("gui.export_controller.QFileDialog", DialogWhileTheWindowMovesOn)
+        with qtbot.waitSignal(controller.ended, timeout=WAIT_MS):
+            controller.ask("csv")  # writes the result shown when it was asked for
+        assert (exported / "asked.csv").read_bytes() == (saved.folder / TILES).read_bytes()
     finally:
         opened.slide.close()
