@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 import os
@@ -41,15 +42,19 @@ class SlideJob:
     path: Path
     name: str
 
-    @property
+    @functools.cached_property
     def label(self) -> str:
-        """The slide's human name (file name without extension, or the DICOM folder's name)."""
+        """The slide's human name (file name without extension, or the DICOM folder's name).
+        Telling a DICOM folder from a file looks at the disk: :func:`job_for` does it once."""
         return display_name(self.path)
 
 
 def job_for(path: Path) -> SlideJob:
-    """The job of one input: its result folder is named by :func:`engine.identity.results_name`."""
-    return SlideJob(path, results_name(path))
+    """The job of one input: its result folder is named by :func:`engine.identity.results_name`.
+    Both look at the disk (is a ``.dcm`` path a folder?): call it off a UI thread."""
+    job = SlideJob(path, results_name(path))
+    _ = job.label  # known from now on, wherever the job is shown
+    return job
 
 
 def unique_jobs(paths: Iterable[Path]) -> list[SlideJob]:

@@ -137,6 +137,7 @@ class AnalysisController(QObject):
 
     def _planned(self, token: int, grid: TileGrid) -> None:
         if self.slides.is_latest(token) and self.worker is not None:
+            self.regions.drop()  # the saved result's regions, still being found, are not this one's
             c = self.worker.request.model.contract
             self.overlay.start(grid, c.triage.tile_threshold, grid.cell_mm2(c.mpp))
 

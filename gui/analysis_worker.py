@@ -19,8 +19,9 @@ from PySide6.QtCore import QObject, QRunnable, Signal
 from engine.batch import SlideJob, SlideOutcome, analyse_file, run_batch
 from engine.errors import CancelledError, EquiTriageError
 from engine.model import Model
-from engine.outputs import check_writable, read_summary
+from engine.outputs import check_writable
 from engine.pipeline import AnalysisParams, TileBatch, TilePlan
+from gui.batch_state import own_result
 from gui.remedies import app_message, outcome_message
 from gui.workers import lower_thread_priority
 
@@ -151,8 +152,9 @@ class BatchWorker(QRunnable):
         def on_done(outcome: SlideOutcome) -> None:
             if outcome.status in ("failed", "busy"):
                 log.warning("%s", outcome_message(outcome))
-            if outcome.status == "busy":  # another process writes it: what is on disk now, read here
-                outcome = replace(outcome, summary=read_summary(self.out_dir / outcome.job.name))
+            if outcome.status == "busy":  # another process writes it: its result on disk now, if
+                summary, same = own_result(self.out_dir, outcome.job)  # of this very file
+                outcome = replace(outcome, summary=summary if same else None)
             s.outcome.emit(outcome)
 
         def progress(done: int, total: int) -> None:

@@ -50,6 +50,18 @@ class BatchRow:
         return self.done / self.total if self.total else 0.0
 
 
+def own_result(out_dir: Path, job: SlideJob) -> tuple[SlideSummary | None, bool]:
+    """The result in ``job``'s folder (None: none) and whether it is of the file now at its path
+    (the same path and content). Reads the result and fingerprints the slide: for workers."""
+    summary = read_summary(out_dir / job.name)
+    if summary is None:
+        return None, False
+    try:
+        return summary, made_from(summary.input, job.path)
+    except EquiTriageError:  # unreadable now: its analysis will say so
+        return summary, False
+
+
 def listed(jobs: list[SlideJob], out_dir: Path, cancel: threading.Event | None = None) -> list[BatchRow]:
     """A row per job: ``saved`` with its result if ``out_dir`` holds one of exactly this file
     (the same path and content), else ``queued``. Reads every result and fingerprints every
@@ -58,14 +70,10 @@ def listed(jobs: list[SlideJob], out_dir: Path, cancel: threading.Event | None =
     for job in jobs:
         if cancel is not None and cancel.is_set():
             raise CancelledError("listing cancelled")
-        summary = read_summary(out_dir / job.name)
+        summary, same = own_result(out_dir, job)
         if summary is None:
             rows.append(BatchRow(job))
             continue
-        try:
-            same = made_from(summary.input, job.path)
-        except EquiTriageError:  # unreadable now: its analysis will say so
-            same = False
         if same:
             rows.append(BatchRow(job, "saved", summary=summary))
         else:
@@ -74,7 +82,8 @@ def listed(jobs: list[SlideJob], out_dir: Path, cancel: threading.Event | None =
 
 
 class BatchState(Observable):
-    """Rows of a folder; events ``"rows"`` (all replaced) and ``"row:<index>"`` (one changed)."""
+    """Rows of a folder; events ``"rows"`` (all replaced), ``"row:<index>"`` (one changed) and
+    ``"run"`` (a triage ended)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -82,12 +91,14 @@ class BatchState(Observable):
         self.out_dir: Path | None = None
         self.rows: list[BatchRow] = []
         self._index: dict[str, int] = {}
+        self._reached: set[int] | None = None  # rows the running triage is done with
 
     def load(self, folder: Path, out_dir: Path, jobs: list[SlideJob]) -> None:
         """New rows for ``jobs`` (:func:`listed`, which reads the disk: keep it off the UI thread)."""
         self.show_rows(folder, out_dir, listed(jobs, out_dir))
 
     def show_rows(self, folder: Path, out_dir: Path, rows: list[BatchRow]) -> None:
+        self._reached = None
         self.folder = folder
         self.out_dir = out_dir
         self.rows = rows
@@ -101,6 +112,8 @@ class BatchState(Observable):
         self._emit(f"row:{i}")
 
     def mark_queued(self) -> None:
+        """A triage starts: rows it must try again are queued, and its progress counts from 0."""
+        self._reached = set()
         for i, row in enumerate(self.rows):
             if row.status in ("failed", "busy", "cancelled", "running"):
                 row.status, row.error, row.done, row.total = "queued", "", 0, 0
@@ -125,6 +138,8 @@ class BatchState(Observable):
         if i is None:
             return
         row = self.rows[i]
+        if self._reached is not None:
+            self._reached.add(i)
         if outcome.status == "failed":
             row.status, row.error, row.summary = "failed", outcome_message(outcome), None
         elif outcome.status == "busy":  # another process is writing it: what is on disk, if any
@@ -139,8 +154,17 @@ class BatchState(Observable):
             if row.status == "running":
                 row.status = "cancelled"
                 self._changed(i)
+        self.run_ended()
+
+    def run_ended(self) -> None:
+        self._reached = None
+        self._emit("run")
 
     def counts(self) -> tuple[int, int]:
-        """(slides finished, failed or left to another process; all slides)."""
+        """(slides finished, failed or left to another process; all slides). While a triage runs,
+        the slides it is done with: a saved result it analyses again does not count until then,
+        so the count never goes back."""
+        if self._reached is not None:
+            return len(self._reached), len(self.rows)
         finished = sum(r.status in ("done", "failed", "saved", "busy") for r in self.rows)
         return finished, len(self.rows)

@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QFileDialog
 
 from engine.batch import SlideJob, discover_slides, holds
+from engine.errors import EquiTriageError
 from engine.model import Model
 from gui.analysis_worker import BatchWorker
 from gui.batch_state import BatchRow, listed
@@ -78,18 +79,11 @@ class FolderController(QObject):
             return
         settings = self.settings()
         out = Path(settings.output_dir)
-        if holds(out, folder):  # every slide would be skipped as lying in the results folder
-            self.error.emit(
-                "Cannot triage folder",
-                f"the results folder {out} holds {folder}; choose a results folder outside it "
-                "in File ▸ Settings",
-            )
-            return
         settings.last_folder = str(folder)
         self.status.emit(f"Listing {folder}…", 0)
         self._listing_cancel.set()  # a listing still running is not wanted any more
         cancel = self._listing_cancel = threading.Event()
-        job = CallJob(self.listing.ask(), lambda: listed(discover_slides(folder, exclude=out), out, cancel))
+        job = CallJob(self.listing.ask(), lambda: list_folder(folder, out, cancel))
         job.signals.done.connect(lambda tag, rows: self._listed(tag, folder, out, rows))
         job.signals.failed.connect(self._listing_failed)
         self.jobs.start(job)
@@ -172,6 +166,8 @@ class FolderController(QObject):
         self.view.set_running(False)
         if cancelled:
             self.state.cancelled()
+        else:
+            self.state.run_ended()
         done, total = self.state.counts()
         failed = sum(r.status == "failed" for r in self.state.rows)
         busy = sum(r.status == "busy" for r in self.state.rows)
@@ -188,3 +184,12 @@ class FolderController(QObject):
         self.view.set_running(False)
         self.state.cancelled()
         self.error.emit("Folder triage stopped", message)
+
+
+def list_folder(folder: Path, out: Path, cancel: threading.Event) -> list[BatchRow]:
+    """The rows of ``folder`` against the results in ``out`` (in a worker: it walks the disk)."""
+    if holds(out, folder):  # every slide would be skipped as lying in the results folder
+        raise EquiTriageError(
+            f"the results folder {out} holds {folder}; choose a results folder outside it in File ▸ Settings"
+        )
+    return listed(discover_slides(folder, exclude=out), out, cancel)

@@ -19,7 +19,7 @@ from PySide6.QtCore import QPointF, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QTabWidget
 
-from engine.batch import job_for
+from engine.batch import SlideJob, job_for
 from engine.model import Model
 from engine.slide import SLIDE_SUFFIXES, Slide
 from gui.analysis_controller import AnalysisController
@@ -59,6 +59,7 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.resize(1400, 900)
         self.jobs = JobPool(self, 2)  # opening, model loading, reading results, regions
+        self.routes = Latest()  # tags each path opened until it is known to be a folder or a slide
         self.slides = Latest()  # tags each slide opened: answers for another are dropped
         self.shown = Latest()  # tags the slide shown: its analysis reports only while it is shown
         self.opened: OpenedSlide | None = None
@@ -195,9 +196,19 @@ class MainWindow(QMainWindow):
 
     def open_path(self, path: Path, out_dir: Path | None = None) -> None:
         """Open a slide in the background, with its results in ``out_dir`` (default: the
-        settings' output folder); a folder opens in folder triage."""
+        settings' output folder); a folder opens in folder triage. Whether ``path`` is a folder,
+        and its slide's job, are found in a worker: the disk may be slow or gone."""
         path = Path(path)
-        if path.is_dir():
+        out = out_dir or Path(self.settings.output_dir)
+        job = CallJob(self.routes.ask(), lambda: None if path.is_dir() else job_for(path))
+        job.signals.done.connect(lambda tag, slide_job: self._routed(tag, path, slide_job, out))
+        job.signals.failed.connect(lambda tag, message: self._routed_failed(tag, message))
+        self.jobs.start(job)
+
+    def _routed(self, tag: int, path: Path, job: SlideJob | None, out_dir: Path) -> None:
+        if not self.routes.take(tag):  # another path was opened since
+            return
+        if job is None:
             self.folder.open(path)
             return
         if self.analysis.running and not self.confirm_stop_analysis(f"Open {path.name}"):
@@ -205,10 +216,14 @@ class MainWindow(QMainWindow):
         tag = self.slides.ask()
         self.statusBar().showMessage(f"Opening {path.name}…")
         self.viewer.message = f"Opening {path.name}…"
-        job = SlideOpener(tag, job_for(path), out_dir or Path(self.settings.output_dir))
-        job.signals.done.connect(self._slide_opened)
-        job.signals.failed.connect(self._slide_failed)
-        self.jobs.start(job)
+        opener = SlideOpener(tag, job, out_dir)
+        opener.signals.done.connect(self._slide_opened)
+        opener.signals.failed.connect(self._slide_failed)
+        self.jobs.start(opener)
+
+    def _routed_failed(self, tag: int, message: str) -> None:
+        if self.routes.take(tag):
+            self.report_error("Cannot open", message)
 
     def _slide_failed(self, tag: int, message: str) -> None:
         if not self.slides.take(tag):
@@ -254,6 +269,7 @@ class MainWindow(QMainWindow):
     def close_slide(self) -> None:
         if self.analysis.running and not self.confirm_stop_analysis("Close it"):
             return
+        self.routes.drop()  # a slide still being looked up is not opened either
         self.slides.drop()
         self.shown.drop()
         self._close_current()
@@ -341,8 +357,10 @@ class MainWindow(QMainWindow):
 
     def apply_settings(self, settings: Settings) -> None:
         moved = settings.output_dir != self.settings.output_dir
+        for key in list(self.not_saved):  # a session-only value stays so unless changed here
+            if getattr(settings, key) != getattr(self.settings, key):
+                del self.not_saved[key]
         self.settings = settings
-        self.not_saved.clear()  # what the user chose now is to be kept
         if self.model is None:
             self.models.forget()
             self._load_model_quietly()
@@ -367,6 +385,7 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Cancel running work and wait for the workers (bounded)."""
         self.models.drop_waiters()  # nothing starts once the model loads: the window is going
+        self.routes.drop()
         self.slides.drop()  # a slide that opens now is closed, not shown
         self.shown.drop()
         self.analysis.shutdown()

@@ -267,7 +267,8 @@ def test_opening_another_slide_asks_and_then_stops_the_analysis(
     window.settings.stride_px = 16
     window.analyse()
     qtbot.waitUntil(lambda: window.results_panel.progress.value() > 0, timeout=WAIT_MS)
-    window.open_path(other)  # "No": nothing changes
+    window.open_path(other)  # asked once the path is known to be a slide; "No": nothing changes
+    qtbot.waitUntil(lambda: asked == ["Open other.svs"], timeout=WAIT_MS)
     window.close_slide()
     assert asked == ["Open other.svs", "Close it"]
     assert window.analysis.running and window.opened is not None and window.opened.path == cmu

@@ -22,7 +22,7 @@ from engine.outputs import SUMMARY, TILES
 from engine.pipeline import AnalysisParams
 from engine.results import load_saved
 from gui.analysis_controller import AnalysisController
-from gui.batch_state import BatchState
+from gui.batch_state import BatchState, own_result
 from gui.batch_view import BatchView
 from gui.export_controller import ExportController, Shown
 from gui.folder_controller import FolderController
@@ -218,6 +218,24 @@ def folder_of_slides(tmp_path: Path, slides: Path, shared_data: Path) -> Path:
     return folder
 
 
+def test_a_result_is_its_slides_own_only_while_the_file_is_unchanged(
+    settings: Settings, model_path: Path, folder_of_slides: Path
+) -> None:
+    """What a folder row shows, listed or 'busy' (another process writes it): never the result of
+    an earlier file at the same path."""
+    out = Path(settings.output_dir)
+    out.mkdir()
+    job = job_for(folder_of_slides / "case_a.svs")
+    analyse_file(job, out, Model.load(model_path, threads=1), AnalysisParams())
+    summary, same = own_result(out, job)
+    assert summary is not None and same
+    with (folder_of_slides / "case_a.svs").open("ab") as fh:
+        fh.write(b"\0")  # another file at the same path now
+    summary, same = own_result(out, job)
+    assert summary is not None and not same
+    assert own_result(out, job_for(folder_of_slides / "case_b.svs")) == (None, False)
+
+
 def test_a_cancel_while_the_model_loads_starts_nothing(
     qtbot: QtBot,
     bench: AnalysisBench,
@@ -226,16 +244,18 @@ def test_a_cancel_while_the_model_loads_starts_nothing(
     folder_of_slides: Path,
     cmu: Path,
 ) -> None:
-    opened = bench.open(cmu)
-    bench.start(opened)  # the model loads in the background first
-    assert bench.panel.progress_label.text() == "Loading the model…" and bench.panel.cancel_button.isEnabled()
-    bench.panel.cancel_button.click()
-    assert bench.panel.analyse_button.isEnabled() and not bench.panel.cancel_button.isEnabled()
     view = BatchView(BatchState())  # folder triage too
     qtbot.addWidget(view)
     folder = FolderController(view, models, lambda: settings)
     with qtbot.waitSignal(folder.shown, timeout=WAIT_MS):
         folder.open(folder_of_slides)
+    assert models.model is None
+    # From here no event is handled until the model has been asked for and both cancelled.
+    opened = bench.open(cmu)
+    bench.start(opened)  # the model loads in the background first
+    assert bench.panel.progress_label.text() == "Loading the model…" and bench.panel.cancel_button.isEnabled()
+    bench.panel.cancel_button.click()
+    assert bench.panel.analyse_button.isEnabled() and not bench.panel.cancel_button.isEnabled()
     view.start_button.click()
     assert not view.start_button.isEnabled()
     folder.cancel()

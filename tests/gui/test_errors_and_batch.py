@@ -209,5 +209,6 @@ def test_a_results_folder_holding_the_slides_is_refused(
     slides = tmp_path / "slides"
     slides.mkdir()
     window.settings.output_dir = str(tmp_path)  # the slides' own parent
-    window.folder.open(slides)
-    assert window.errors and "choose a results folder outside it" in window.errors[-1]
+    window.folder.open(slides)  # found out in the listing's worker
+    qtbot.waitUntil(lambda: bool(window.errors), timeout=WAIT_MS)
+    assert "choose a results folder outside it" in window.errors[-1]

@@ -14,7 +14,7 @@ from engine.batch import SlideJob, SlideOutcome
 from engine.errors import CancelledError
 from engine.slide import ArraySlide
 from engine.tiling import TileGrid
-from gui.batch_state import BatchState, listed
+from gui.batch_state import BatchRow, BatchState, listed
 from gui.info_panel import slide_facts
 from gui.scale_bar import format_length, format_magnification, magnification, nice_length_um, scale_bar
 from gui.state import OverlayState, Viewport, eta_s, format_duration
@@ -233,3 +233,49 @@ def test_report_facts_give_the_mpp_the_result_used() -> None:
     assert facts["µm/px"].startswith("0.5 µm/px") and "ASSUMED: the file records none" in facts["µm/px"]
     assert facts["Size"].endswith("(0.03 × 0.02 mm)")
     assert dict(slide_facts(slide))["µm/px"].startswith("0.25 µm/px")  # the slide as it is now
+
+
+def test_the_category_tooltip_words_the_caveats(qtbot: object, tmp_path: Path) -> None:
+    from PySide6.QtCore import Qt
+
+    from gui.batch_view import COL_CATEGORY, COL_SCORE, BatchView
+
+    jobs = [SlideJob(tmp_path / f"{n}.svs", n) for n in ("a", "b")]
+    state = BatchState()
+    state.load(tmp_path, tmp_path / "out", jobs)
+    view = BatchView(state)
+    qtbot.addWidget(view)  # type: ignore[attr-defined]
+    slide = {"mpp_origin": "default", "mpp_used": 0.25}
+    assumed = summary_of(score=0.7, category="intermediate", slide=slide)
+    state.finished(SlideOutcome(jobs[0], "ok", assumed))
+    state.finished(SlideOutcome(jobs[1], "ok", summary_of(score=0.2, category="intermediate")))
+    tip = view.model.index(0, COL_CATEGORY).data(Qt.ItemDataRole.ToolTipRole)
+    assert "µm/px 0.25 is ASSUMED" in tip
+    assert view.model.index(1, COL_CATEGORY).data(Qt.ItemDataRole.ToolTipRole) == str(jobs[1].path)
+    assert view.model.index(0, COL_SCORE).data(Qt.ItemDataRole.ToolTipRole) != tip
+
+
+def test_a_triages_progress_never_goes_back(tmp_path: Path) -> None:
+    """A saved result of an older model is analysed again: it counts once its outcome comes."""
+    jobs = [SlideJob(tmp_path / f"{n}.svs", n) for n in ("a", "b", "c")]
+    state = BatchState()
+    old = summary_of(score=0.3, category="intermediate")
+    rows = [BatchRow(jobs[0]), BatchRow(jobs[1], "saved", summary=old), BatchRow(jobs[2])]
+    state.show_rows(tmp_path, tmp_path / "out", rows)
+    assert state.counts() == (1, 3)  # before the triage: what is finished
+    seen = []
+    state.mark_queued()
+    for job in jobs:
+        state.started(job)
+        seen.append(state.counts()[0])
+        state.finished(SlideOutcome(job, "ok", summary_of(score=0.5, category="intermediate")))
+        seen.append(state.counts()[0])
+    assert seen == sorted(seen) == [0, 1, 1, 2, 2, 3]
+    state.run_ended()
+    assert state.counts() == (3, 3)
+    rows = [BatchRow(jobs[0]), BatchRow(jobs[1], "saved", summary=old), BatchRow(jobs[2])]
+    state.show_rows(tmp_path, tmp_path / "out", rows)
+    state.mark_queued()  # this triage starts from 0 ...
+    state.started(jobs[0])
+    state.cancelled()  # ... and after a cancel what is finished counts: the saved result
+    assert state.counts() == (1, 3)

@@ -4,6 +4,7 @@ the rough edges a first walkthrough hit stay fixed."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from gui.dialogs import MppDialog, PreferencesDialog, about_html
 from gui.info_panel import slide_facts
 from gui.main_window import MainWindow
 from gui.results_panel import CATEGORY_COLOURS
-from gui.settings import Settings
+from gui.settings import Settings, load_settings
 from gui.state import OUTLINED_AT_LOW_ZOOM, outlined_regions
 from gui.window_parts import NOT_A_DIAGNOSIS
 from tests.gui.conftest import WAIT_MS, analyse_and_wait, open_folder_and_wait, open_slide_and_wait
@@ -236,3 +237,23 @@ def test_pdf_report_lays_the_regions_out_as_a_table(qapp: object, tmp_path: Path
     assert rows and rows[0][:4] == ["10", "0.806", "0.800", "0.009"]
     assert "max p" in text and "mean p" in text and "max pmean p" not in text
     assert "Out of distribution" in text and "µm/px 0.25 is ASSUMED" in text
+
+
+def test_a_command_line_override_is_kept_for_the_session_unless_changed_in_settings(
+    qtbot: QtBot, settings: Settings, tmp_path: Path
+) -> None:
+    """`python -m gui --output X`: X is used but not saved, even after an OK in Settings for
+    another change; choosing another folder there saves that one."""
+    stored = settings.output_dir
+    window = MainWindow(
+        dataclasses.replace(settings, output_dir=str(tmp_path / "session")), {"output_dir": stored}
+    )
+    qtbot.addWidget(window)
+    try:
+        window.apply_settings(dataclasses.replace(window.settings, threads=2))
+        assert load_settings().output_dir == stored and load_settings().threads == 2
+        assert window.settings.output_dir == str(tmp_path / "session")
+        window.apply_settings(dataclasses.replace(window.settings, output_dir=str(tmp_path / "chosen")))
+        assert load_settings().output_dir == str(tmp_path / "chosen")
+    finally:
+        window.shutdown()
