@@ -23,7 +23,18 @@ def pixel_groups(images: NDArray[np.uint8]) -> NDArray[np.int64]:
 def halve(
     labels: NDArray[np.int64], groups: NDArray[np.int64], seed: int = VALID_SPLIT_SEED
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Split indices into two halves per label (selection, held-out), keeping groups together."""
+    """Split indices into two halves per label (selection, held-out), keeping groups together.
+
+    A group whose copies carry different labels cannot be kept together by a split per label:
+    it is refused (ValueError) rather than put in both halves. PCam's ``valid`` has none.
+    """
+    pairs = np.unique(np.stack([groups, labels], axis=1), axis=0)
+    ids, counts = np.unique(pairs[:, 0], return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(
+            f"{int((counts > 1).sum())} sets of pixel-identical patches carry different labels "
+            f"(group {int(ids[counts > 1][0])}, ...): drop or relabel them before splitting"
+        )
     rng = np.random.default_rng(seed)
     first: list[int] = []
     second: list[int] = []

@@ -53,7 +53,6 @@ def test_unknown_source_says_what_to_pass(tmp_path: Path) -> None:
 
 
 def test_halves_are_disjoint_stratified_and_keep_duplicates_together() -> None:
-    rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 100)
     groups = np.arange(200)
     groups[:10] = 0  # ten identical patches
@@ -67,8 +66,11 @@ def test_halves_are_disjoint_stratified_and_keep_duplicates_together() -> None:
         assert np.isin(members, a).all() or np.isin(members, b).all()
     again = halve(labels, groups, seed=3)
     np.testing.assert_array_equal(a, again[0])
-    other = halve(labels, rng.permutation(groups), seed=4)
+    other = halve(labels, groups, seed=4)
     assert not np.array_equal(a, other[0])
+    groups[100] = 0  # a copy of group 0's patch labelled tumour: no split keeps the group whole
+    with pytest.raises(ValueError, match="different labels"):
+        halve(labels, groups, seed=3)
 
 
 def test_valid_halves_on_real_patches(small_pcam: dict[str, Patches]) -> None:
