@@ -162,9 +162,16 @@ class MainWindow(QMainWindow):
         self._action(view, "Toggle heatmap", lambda: self.overlay.set_visible(not self.overlay.visible), "H")
         analysis = m.addMenu("&Analysis")
         self._action(analysis, "&Analyse slide", self.analyse, "Ctrl+R")
-        self._action(analysis, "&Cancel", self.analysis.cancel, "Esc")
+        self._action(analysis, "&Cancel", self.cancel_shown, "Esc")
         help_menu = m.addMenu("&Help")
         self._action(help_menu, "&About EquiTriage", self.about)
+
+    def cancel_shown(self) -> None:
+        """Cancel what the tab shown runs: the slide's analysis, or the folder triage."""
+        if self.tabs.currentWidget() is self.batch_view:
+            self.folder.cancel()
+        else:
+            self.analysis.cancel()
 
     def _set_export_actions(self, has_result: bool) -> None:
         for action in self.export_actions:

@@ -300,3 +300,17 @@ def test_another_results_folder_in_the_settings_applies_to_the_open_slide(
     assert window.analysis.saved is None  # nothing of it there yet
     analyse_and_wait(qtbot, window)
     assert window.opened is not None and window.opened.results_dir.parent == elsewhere
+
+
+def test_escape_cancels_what_the_tab_shown_runs(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
+    open_slide_and_wait(qtbot, window, cmu)
+    window.settings.stride_px = 16  # a long analysis
+    window.analyse()
+    qtbot.waitUntil(lambda: window.analysis.running, timeout=WAIT_MS)
+    window.tabs.setCurrentWidget(window.batch_view)
+    window.cancel_shown()  # Esc on the folder tab: the slide's analysis goes on
+    assert window.analysis.running and window.analysis.worker is not None
+    assert not window.analysis.worker.cancel.is_set()
+    window.tabs.setCurrentIndex(0)
+    window.cancel_shown()
+    qtbot.waitUntil(lambda: not window.analysis.running, timeout=WAIT_MS)
