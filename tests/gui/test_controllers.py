@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -20,6 +21,7 @@ from engine.identity import LOCK
 from engine.model import Model
 from engine.outputs import SUMMARY, TILES
 from engine.pipeline import AnalysisParams
+from engine.regions import find_regions
 from engine.results import load_saved
 from gui.analysis_controller import AnalysisController
 from gui.batch_state import BatchState, own_result
@@ -206,6 +208,36 @@ def test_analysis_into_an_unwritable_folder_is_refused(
     assert not bench.controller.running
     [(title, message)] = bench.reports.errors
     assert title == "Analysis failed" and "cannot write" in message
+
+
+def test_regions_of_the_saved_result_never_land_on_a_new_analysis(
+    qtbot: QtBot, bench: AnalysisBench, model_path: Path, cmu: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = Path(bench.settings.output_dir)
+    out.mkdir()
+    analyse_file(job_for(cmu), out, Model.load(model_path, threads=1), AnalysisParams())
+    release, found = threading.Event(), threading.Event()
+
+    def slow_regions(*args: Any) -> Any:  # the saved result's regions take long on a big grid
+        release.wait(WAIT_MS / 1000)
+        try:
+            return find_regions(*args)
+        finally:
+            found.set()
+
+    monkeypatch.setattr("gui.analysis_controller.find_regions", slow_regions)
+    opened = bench.open(cmu)
+    assert opened.saved is not None
+    bench.controller.show(opened.saved)  # its region search starts, and waits
+    bench.settings.stride_px = 16  # a new analysis, long enough to watch
+    bench.start(opened)
+    qtbot.waitUntil(lambda: bench.panel.progress.value() > 0, timeout=WAIT_MS)  # planned, tiles coming
+    release.set()
+    assert found.wait(WAIT_MS / 1000)
+    qtbot.wait(200)  # the old search's answer has been handled
+    assert bench.controller.running and bench.overlay.regions == []
+    bench.controller.cancel()
+    qtbot.waitUntil(lambda: not bench.controller.running, timeout=WAIT_MS)
 
 
 # -- folder triage -----------------------------------------------------------------------------
