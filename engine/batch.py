@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.caveats import short_flags
 from engine.errors import (
     CancelledError,
     EquiTriageError,
@@ -359,6 +360,7 @@ CSV_COLUMNS = (
     "out_of_distribution",
     "mpp_used",
     "mpp_origin",
+    "caveats",
 )
 
 
@@ -386,6 +388,7 @@ def _csv_row(rank: int, o: SlideOutcome) -> list[object]:
             "out_of_distribution": None if ood is None else str(ood).lower(),
             "mpp_used": s.slide.get("mpp_used"),
             "mpp_origin": s.slide.get("mpp_origin"),
+            "caveats": short_flags(s),
         }
     return ["" if values.get(c) is None else values[c] for c in CSV_COLUMNS]
 

@@ -81,6 +81,8 @@ def test_folder_triage_default_mpp(qtbot: QtBot, window: MainWindow, slides: Pat
     with (Path(window.settings.output_dir) / "summary.csv").open() as fh:
         line = next(csv.DictReader(fh))
     assert line["mpp_origin"] == "default" and line["out_of_distribution"] == "true"
+    # the test model carries the default slide policy: every caveat, as the app words it
+    assert line["caveats"] == "OUT OF DISTRIBUTION; µm/px ASSUMED (0.25); THRESHOLDS NOT CALIBRATED"
 
 
 def test_buttons_do_not_move_when_analysis_starts(qtbot: QtBot, window: MainWindow, cmu: Path) -> None:
