@@ -7,7 +7,6 @@ from here, so none of them can show a score without them.
 
 from __future__ import annotations
 
-from engine.contract import DEFAULT_CALIBRATION
 from engine.ood import describe as describe_ood
 from engine.summary import SlideSummary
 
@@ -44,7 +43,7 @@ def out_of_distribution(summary: SlideSummary) -> bool:
 
 def policy_uncalibrated(summary: SlideSummary) -> bool:
     """Whether the model carried the default triage policy, not one calibrated for it."""
-    return summary.thresholds.calibration == DEFAULT_CALIBRATION
+    return not summary.thresholds.policy().calibrated
 
 
 def policy_caveat(summary: SlideSummary) -> str:

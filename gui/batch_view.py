@@ -94,9 +94,8 @@ class BatchTableModel(QAbstractTableModel):
             if col == COL_SCORE and row.summary is not None:
                 th = row.summary.thresholds
                 return explain_score(th.score_method, th.top_k)
-            if col == COL_CATEGORY and row.summary is not None and caveats(row.summary):
-                return "\n".join(caveats(row.summary))
-            return row.error or str(row.job.path)
+            lines = caveats(row.summary) if col == COL_CATEGORY and row.summary is not None else []
+            return "\n".join(lines) or row.error or str(row.job.path)
         if role == Qt.ItemDataRole.ForegroundRole:
             if col == COL_CATEGORY and row.summary is not None and short_flags(row.summary):
                 return QColor(CAVEAT_COLOUR)  # never green with a caveat
