@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from engine import __version__
 from engine.model import Model
-from engine.model_card import clinical_card
+from engine.model_card import ClinicalCard
 from engine.triage import explain_score
 from gui.report import DISCLAIMER
 from gui.settings import Settings
@@ -106,17 +106,17 @@ class PreferencesDialog(QDialog):
         )
 
 
-def about_html(model: Model | None, model_error: str) -> str:
-    """About text: what the model is for, how well it did, its limits and thresholds, then the
-    technical identity; and the disclaimer."""
+def about_html(loaded: tuple[Model, ClinicalCard] | None, model_error: str) -> str:
+    """About text: what the model is for, how well it did (its card, read when it was loaded),
+    its limits and thresholds, then the technical identity; and the disclaimer."""
     e = html.escape
     parts = [f"<h3>EquiTriage {e(__version__)}</h3>", "<p>Offline triage of lymph-node slides.</p>"]
-    if model is None:
+    if loaded is None:
         parts.append(f"<p><b>Model:</b> {e(model_error or 'not loaded yet')}</p>")
     else:
+        model, card = loaded
         c = model.contract
         t = c.triage
-        card = clinical_card(model)
         rows = [
             ("Intended use", card.intended_use),
             ("Measured", card.metrics_text()),
@@ -149,11 +149,11 @@ def card_value(value: object, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def show_about(parent: QWidget, model: Model | None, model_error: str) -> QMessageBox:
+def show_about(parent: QWidget, loaded: tuple[Model, ClinicalCard] | None, model_error: str) -> QMessageBox:
     box = QMessageBox(parent)
     box.setWindowTitle("About EquiTriage")
     box.setTextFormat(box.textFormat().RichText)
-    box.setText(about_html(model, model_error))
+    box.setText(about_html(loaded, model_error))
     box.open()
     return box
 

@@ -386,7 +386,9 @@ class MainWindow(QMainWindow):
             save_settings(replace(s, **self.not_saved))
 
     def about(self) -> None:
-        self.last_dialog = show_about(self, self.model, self.model_error)
+        model, card = self.model, self.models.card
+        loaded = (model, card) if model is not None and card is not None else None
+        self.last_dialog = show_about(self, loaded, self.model_error)
 
     # -- shutdown ----------------------------------------------------------------------------
     def shutdown(self) -> None:

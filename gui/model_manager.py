@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThreadPool, Signal
 
 from engine.model import Model
+from engine.model_card import ClinicalCard
 from gui.workers import ModelLoader
 
 ModelKey = tuple[str, int]  # (model path, "" for the shipped one; inference threads)
@@ -32,6 +33,7 @@ class ModelManager(QObject):
         self._pool = pool
         self.wanted = wanted
         self.model: Model | None = None
+        self.card: ClinicalCard | None = None  # the model's, read with it in the worker
         self.error = ""
         self.key: ModelKey | None = None
         self._wanted: ModelKey | None = None
@@ -58,7 +60,7 @@ class ModelManager(QObject):
 
     def forget(self) -> None:
         """Drop the loaded model (the settings changed)."""
-        self.model, self.key = None, None
+        self.model, self.card, self.key = None, None, None
 
     def request(self, key: ModelKey, then: Callable[[Model], None], quiet: bool = False) -> None:
         model = self.current(key)
@@ -72,16 +74,16 @@ class ModelManager(QObject):
             return
         self._loading = True
         job = ModelLoader(0, Path(key[0]) if key[0] else None, key[1])
-        job.signals.done.connect(lambda _t, m: self._loaded(key, m))
+        job.signals.done.connect(lambda _t, loaded: self._loaded(key, *loaded))
         job.signals.failed.connect(lambda _t, message: self._failed(message))
         self._job = job
         self.loading.emit()
         self._pool.start(job)
 
-    def _loaded(self, key: ModelKey, model: Model) -> None:
+    def _loaded(self, key: ModelKey, model: Model, card: ClinicalCard) -> None:
         loud, self._loud = self._loud, False
         self._loading = False
-        self.model, self.key, self.error = model, key, ""
+        self.model, self.card, self.key, self.error = model, card, key, ""
         waiters, self._waiters = self._waiters, []
         self.loaded.emit(model)
         if self._wanted is not None and key != self._wanted:  # settings changed while loading
@@ -95,5 +97,5 @@ class ModelManager(QObject):
         loud, self._loud = self._loud, False
         self._loading = False
         self._waiters.clear()
-        self.model, self.key, self.error = None, None, message
+        self.model, self.card, self.key, self.error = None, None, None, message
         self.failed.emit(message, loud)

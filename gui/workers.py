@@ -23,6 +23,7 @@ from engine.batch import SlideJob
 from engine.errors import EquiTriageError
 from engine.identity import made_from
 from engine.model import Model
+from engine.model_card import clinical_card
 from engine.results import SavedAnalysis, load_saved
 from engine.slide import Slide, open_slide
 from gui.remedies import app_message
@@ -185,7 +186,8 @@ class SlideOpener(QRunnable):
 
 
 class ModelLoader(QRunnable):
-    """Load an ONNX model (``path`` None: the shipped one)."""
+    """Load an ONNX model (``path`` None: the shipped one) and its clinical card, which may read
+    ``MODEL_CARD.md`` from disk; ``done`` carries ``(model, card)``."""
 
     def __init__(self, token: int, path: Path | None, threads: int) -> None:
         super().__init__()
@@ -198,12 +200,13 @@ class ModelLoader(QRunnable):
         lower_thread_priority()  # inference threads created by the session inherit it
         try:
             model = Model.load(self.path, threads=self.threads)
+            card = clinical_card(model)
         except Exception as exc:
             if not isinstance(exc, EquiTriageError):
                 log.exception("loading the model failed")
             self.signals.failed.emit(self.token, app_message(exc))
             return
-        self.signals.done.emit(self.token, model)
+        self.signals.done.emit(self.token, (model, card))
 
 
 class CallJob(QRunnable):

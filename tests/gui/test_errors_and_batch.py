@@ -170,6 +170,32 @@ def test_about_shows_model_card_and_disclaimer(qtbot: QtBot, window: MainWindow)
     box.done(0)
 
 
+def test_about_shows_the_card_read_when_the_model_loaded(
+    qtbot: QtBot, settings: Settings, model_path: Path, tmp_path: Path
+) -> None:
+    """The card beside a model without stamped numbers is read by the loader, not by the About
+    box on the UI thread: the numbers stay after the file is gone."""
+    model = tmp_path / "carded" / model_path.name
+    model.parent.mkdir()
+    shutil.copyfile(model_path, model)
+    card = model.with_name("MODEL_CARD.md")
+    card.write_text(
+        "# Card of `test-colour-1`\n\n| metric | value | 95% CI |\n|---|---|---|\n"
+        "| ROC AUC | 0.912 | 0.900 to 0.924 |\n",
+        encoding="utf-8",
+    )
+    window = MainWindow(dataclasses.replace(settings, model_path=str(model)))
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: window.model is not None, timeout=WAIT_MS)
+    card.unlink()
+    window.about()
+    box = window.last_dialog
+    assert isinstance(box, QMessageBox)
+    assert "AUC 0.912 (95% CI 0.900 to 0.924)" in box.text()
+    box.done(0)
+    window.shutdown()
+
+
 def test_remedies_are_worded_for_the_app() -> None:
     from engine.errors import NEUTRAL_REMEDIES, MissingMppError, ModelNotFoundError, Remedy
     from gui.remedies import APP_REMEDIES, app_message

@@ -14,6 +14,7 @@ from pytestqt.qtbot import QtBot
 
 from engine.identity import results_name
 from engine.model import Model
+from engine.model_card import clinical_card
 from gui.app import headless_platform
 from gui.dialogs import MppDialog, PreferencesDialog, about_html
 from gui.info_panel import slide_facts
@@ -173,7 +174,7 @@ def test_main_window_says_it_is_not_a_diagnosis(window: MainWindow) -> None:
 
 def test_about_gives_measured_numbers_not_raw_metadata() -> None:
     model = Model.load(threads=1)
-    text = about_html(model, "")
+    text = about_html((model, clinical_card(model)), "")
     held = model.contract.info["heldout"]  # what `training evaluate --stamp` recorded
     low, high = held["auc"]["ci95"]
     assert f"AUC {held['auc']['value']:.3f} (95% CI {low:.3f} to {high:.3f})" in text
