@@ -315,7 +315,7 @@ def _command(args: argparse.Namespace) -> int:
             cfg, arch = saved  # in the folder it was found in (it may have been moved)
             if args.processes and args.processes != cfg.processes:
                 logging.getLogger(__name__).warning(
-                    "resuming on %d processes, not the %d the run started with: its augmentation "
+                    "resuming with --processes %d, not the %d the run started with: its augmentation "
                     "draws and batch-norm batches change, so it will not repeat an uninterrupted run",
                     args.processes,
                     cfg.processes,

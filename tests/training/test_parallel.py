@@ -109,7 +109,9 @@ def test_a_rank_that_cannot_start_stops_the_run_at_once() -> None:
         parallel.run(rank_jobs.summed, 2, rank_jobs.LoadsNowhereElse())
 
 
-def test_two_processes_train_checkpoint_and_resume(pcam_h5: Path, tmp_path: Path) -> None:
+def test_two_processes_train_checkpoint_and_resume(
+    pcam_h5: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     out = tmp_path / "run"
     args = [
         *("train", "--arch", "equivariant", "--group", "C4", "--width", "0.25", "--strides", "11111"),
@@ -127,6 +129,9 @@ def test_two_processes_train_checkpoint_and_resume(pcam_h5: Path, tmp_path: Path
     assert last["state"]["epoch"] == 2 and last["ema"]["updates"] == 10
     assert all(np.isfinite(r["val_loss"]) for r in last["state"]["history"])
     assert (out / "best.pt").is_file() and (out / "epochs" / "002.pt").is_file()
+    one = [a if a != "2" or args[i - 1] != "--processes" else "1" for i, a in enumerate(args)]
+    assert main([*one, "--resume"]) == 0  # finished already: nothing to train, but it is told
+    assert "resuming with --processes 1, not the 2 the run started with" in caplog.text
 
 
 def test_waiting_ranks_leave_the_cores_to_rank_0() -> None:
