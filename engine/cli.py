@@ -75,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_opts.add_argument(
         "--min-tissue", type=float, default=0.25, help="tissue fraction a tile needs (0..1)"
     )
-    run_opts.add_argument("--threads", type=_positive_int, help="inference threads (default: all cores)")
+    run_opts.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="inference threads per slide (default: all cores; with --workers N, cores / N; on a "
+        "cluster, each machine's share)",
+    )
     run_opts.add_argument("--read-threads", type=_positive_int, default=2, help="slide reading threads")
     run_opts.add_argument("--batch-size", type=_positive_int, default=64, help="patches per inference batch")
 

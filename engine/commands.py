@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from engine.errors import CancelledError, Remedy
 
-log = logging.getLogger("engine.cli")
+log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_START, EXIT_NOTHING = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM  # 130, 143
@@ -249,7 +249,8 @@ def cmd_batch(args: argparse.Namespace, cancel: threading.Event) -> int:
     from engine.batch import discover_slides, holds
     from engine.errors import SlideNotFoundError
 
-    if holds(args.out, args.folder):  # every slide would be skipped as being in the output folder
+    # every slide would be skipped as being in the output folder; a missing folder is exit 4 below
+    if args.folder.is_dir() and holds(args.out, args.folder):
         say_error(f"--out {args.out}: the slide folder {args.folder} is in it; choose another --out")
         return EXIT_USAGE
     try:

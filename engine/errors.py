@@ -60,7 +60,7 @@ NEUTRAL_REMEDIES: Mapping[Remedy, str] = {
     Remedy.ANALYSE_AGAIN: "analyse the slide again",
     Remedy.WAIT_FOR_OTHER_RUN: "wait for the other run to finish, or choose another output folder",
     Remedy.FREE_DISK_SPACE: "free disk space (or choose another output folder) and run again",
-    Remedy.INSTALL_CLUSTER: "install the cluster extra: pip install 'equitriage[cluster]'",
+    Remedy.INSTALL_CLUSTER: "install the cluster extra (in the source folder: pip install -e '.[cluster]')",
     Remedy.CHECK_SCHEDULER: "check the scheduler's address and that it is running",
     Remedy.SECURE_SCHEDULER: (
         "use a tls:// scheduler with certificates, or allow plain TCP on a network you trust"

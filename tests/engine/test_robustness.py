@@ -530,12 +530,14 @@ def test_exit_codes_for_nothing_to_analyse(model_path: Path, tmp_path: Path) -> 
     empty = tmp_path / "empty"
     empty.mkdir()
     (tmp_path / "file.txt").write_text("x")
-    for folder, fragment in (
-        (empty, "no slides found"),
-        (tmp_path / "missing", "no such folder"),
-        (tmp_path / "file.txt", "not a folder"),
+    for folder, fragment, out in (
+        (empty, "no slides found", tmp_path / "o"),
+        (tmp_path / "missing", "no such folder", tmp_path / "o"),
+        (tmp_path / "file.txt", "not a folder", tmp_path / "o"),
+        (tmp_path / "missing", "no such folder", tmp_path),  # not "--out holds the slide folder"
+        (tmp_path / "file.txt", "not a folder", tmp_path),
     ):
-        proc = run_cli("batch", str(folder), "--out", str(tmp_path / "o"), "--model", str(model_path))
+        proc = run_cli("batch", str(folder), "--out", str(out), "--model", str(model_path))
         assert proc.returncode == 4, proc.stderr
         errors = [line for line in proc.stderr.splitlines() if "error:" in line]
         assert len(errors) == 1 and fragment in errors[0]
