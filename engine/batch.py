@@ -50,6 +50,16 @@ class SlideJob:
         return display_name(self.path)
 
 
+def saved_job(name: str, identity: InputIdentity | None) -> SlideJob:
+    """The job of a result found in the output folder, named by the input it records: a DICOM
+    slide by its folder's whole name (``S-2023.05.01``, not a file name's stem), even when the
+    folder is gone."""
+    job = SlideJob(Path(identity.path) if identity is not None else Path(name), name)
+    if identity is not None and identity.kind == "dicom":
+        job.__dict__["label"] = job.path.name  # what the cached ``label`` would not know
+    return job
+
+
 def job_for(path: Path) -> SlideJob:
     """The job of one input: its result folder is named by :func:`engine.identity.results_name`.
     Both look at the disk (is a ``.dcm`` path a folder?): call it off a UI thread."""
@@ -238,6 +248,7 @@ def run_batch(
     outcome (logged at debug level: the caller words it); a cancel (``cancel`` set) raises.
     """
     outcomes: list[SlideOutcome] = []
+    stale = False  # summary.csv lags behind the folder
     for job in jobs:
         if cancel is not None and cancel.is_set():
             raise CancelledError("batch cancelled")
@@ -245,11 +256,11 @@ def run_batch(
             on_start(job)
         outcome = analyse_job(job, out_dir, model, params, mpp, progress, cancel, default_mpp, resume)
         outcomes.append(outcome)
-        if outcome.status != "cached":  # a reused result changes nothing in the folder
-            write_batch_summary(out_dir, outcomes)
+        # a reused result changes nothing in the folder: its status goes with the next rebuild
+        stale = outcome.status == "cached" or not rebuild_batch_summary(out_dir, outcomes)
         if on_done:
             on_done(outcome)
-    if outcomes and outcomes[-1].status == "cached":  # the statuses of the reused ones
+    if stale:
         write_batch_summary(out_dir, outcomes)
     return outcomes
 
@@ -328,14 +339,25 @@ def folder_view(out_dir: Path, outcomes: Iterable[SlideOutcome] = ()) -> list[Sl
         if name in current:
             view.append(SlideOutcome(current[name].job, current[name].status, summary))
             continue
-        path = Path(summary.input.path) if summary.input is not None else Path(name)
-        view.append(SlideOutcome(SlideJob(path, name), "saved", summary))
+        view.append(SlideOutcome(saved_job(name, summary.input), "saved", summary))
     return view + list(busy.values())
 
 
 def write_batch_summary(out_dir: Path, outcomes: Iterable[SlideOutcome] = ()) -> None:
     """Rebuild ``summary.csv`` from every finished result in ``out_dir`` (atomically)."""
     write_text_atomic(out_dir / BATCH_SUMMARY, summary_csv(folder_view(out_dir, outcomes)))
+
+
+def rebuild_batch_summary(out_dir: Path, outcomes: Iterable[SlideOutcome] = ()) -> bool:
+    """Rebuild ``summary.csv`` during a batch; a failure (a spreadsheet holding it open on
+    Windows) is a warning, not the end of the batch: every result is complete on its own, and the
+    rebuild is tried again after the next slide and at the end, where it must succeed."""
+    try:
+        write_batch_summary(out_dir, outcomes)
+    except OutputError as exc:
+        log.warning("%s; it is rebuilt again after the next slide", exc.problem)
+        return False
+    return True
 
 
 def ranked(outcomes: Iterable[SlideOutcome]) -> list[SlideOutcome]:

@@ -18,7 +18,7 @@ the same. The client rebuilds ``summary.csv`` from the folder as slides finish (
   interface only, and a plain-TCP scheduler elsewhere is refused unless explicitly allowed
   (:func:`check_address`); use ``tls://`` with certificates (:func:`tls_security`).
 
-Dask is an optional extra (``equitriage[cluster]``): it is imported only inside these functions.
+Dask is an optional extra (``pip install -e '.[cluster]'``): it is imported only inside these functions.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.batch import SlideJob, SlideOutcome, write_batch_summary
+from engine.batch import SlideJob, SlideOutcome, rebuild_batch_summary, write_batch_summary
 from engine.cluster_worker import ClusterRequest, analyse_on_worker, check_worker, usable_cores
 from engine.errors import CancelledError, ClusterError, EquiTriageError, Remedy
 
@@ -278,17 +278,24 @@ class _SummaryWriter:
         self._cost = 0.0
 
     def update(self, outcomes: list[SlideOutcome]) -> None:
+        """A rebuild that fails here is a warning (:func:`rebuild_batch_summary`)."""
         self.stale = True
         if time.monotonic() - self._last >= max(SUMMARY_EVERY_S, 4 * self._cost):
-            self.flush(outcomes)
+            start = time.monotonic()
+            self.stale = not rebuild_batch_summary(self.out_dir, outcomes)
+            self._took(start)
 
     def flush(self, outcomes: list[SlideOutcome]) -> None:
+        """The last rebuild: raises OutputError if it fails."""
         if self.stale:
             start = time.monotonic()
             write_batch_summary(self.out_dir, outcomes)
-            self._last = time.monotonic()
-            self._cost = self._last - start
             self.stale = False
+            self._took(start)
+
+    def _took(self, start: float) -> None:
+        self._last = time.monotonic()
+        self._cost = self._last - start
 
 
 def _outcome(future: Any, job: SlideJob) -> SlideOutcome:

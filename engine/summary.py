@@ -252,7 +252,7 @@ class SlideSummary:
                 created=str(data.get("created", "")),
                 engine_version=str(data.get("engine_version", "")),
                 input=None if ident is None else InputIdentity.from_json(ident),
-                slide=dict(data.get("slide", {})),
+                slide=_slide_fields(data.get("slide", {})),
                 model=ModelInfo.from_json(data["model"]),
                 parameters=dict(data["parameters"]),
                 thresholds=Thresholds.from_json(data.get("thresholds", {})),
@@ -267,6 +267,20 @@ class SlideSummary:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SummaryFormatError(f"summary.json lacks or garbles {exc}") from exc
+
+
+_SLIDE_NUMBERS = ("mpp", "mpp_used", "file_mpp")  # read as numbers by every front end
+
+
+def _slide_fields(slide: Any) -> dict[str, Any]:
+    """The ``slide`` block, its µm/px values checked to be numbers (or absent), so that a hand-
+    edited file is refused here rather than failing later in a summary or a caveat."""
+    out = dict(slide)
+    for key in _SLIDE_NUMBERS:
+        value = out.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"slide.{key} {value!r}, not a number")
+    return out
 
 
 def migrate(data: Any) -> dict[str, Any]:

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from engine.batch import analyse_file, discover_slides, is_finished, job_for, run_batch, unique_jobs
+from engine.batch import (
+    analyse_file,
+    discover_slides,
+    is_finished,
+    job_for,
+    run_batch,
+    saved_job,
+    unique_jobs,
+)
 from engine.errors import CancelledError, SlideNotFoundError
 from engine.identity import results_name
 from engine.model import Model
@@ -135,6 +143,19 @@ def test_unreadable_summaries_are_refused(doc: Any) -> None:
         SlideSummary.from_json(doc)
 
 
+@pytest.mark.parametrize("key", ["mpp_used", "file_mpp", "mpp"])
+@pytest.mark.parametrize("value", ["0,25", True, [0.25]])
+def test_a_hand_edited_mpp_is_refused_when_the_summary_is_read(model: Model, key: str, value: object) -> None:
+    """A summary.json edited to hold "0,25" used to be read, then crashed summary.csv."""
+    from engine.summary import SummaryFormatError
+
+    doc = document(model, **FILE)
+    assert isinstance(SlideSummary.from_json(doc).slide[key], float)
+    doc["slide"] = doc["slide"] | {key: value}
+    with pytest.raises(SummaryFormatError, match=f"slide.{key}"):
+        SlideSummary.from_json(doc)
+
+
 def test_a_folder_is_searched_for_the_one_list_of_slide_files(tmp_path: Path) -> None:
     for suffix in sorted(SLIDE_SUFFIXES):
         (tmp_path / f"slide{suffix}").write_bytes(b"")
@@ -143,6 +164,22 @@ def test_a_folder_is_searched_for_the_one_list_of_slide_files(tmp_path: Path) ->
     assert sorted(job.path.suffix for job in jobs) == sorted(SLIDE_SUFFIXES)
     assert PLAIN_IMAGE_SUFFIXES <= SLIDE_SUFFIXES  # every plain image the reader opens, e.g. .bmp
     assert all(job.name == results_name(job.path) for job in jobs)
+
+
+def test_a_saved_result_is_named_as_its_input_was(tmp_path: Path) -> None:
+    """A DICOM folder's name keeps its dots when its result is only found in the output folder
+    (summary.csv said "S-2023.05" for a slide shown as "S-2023.05.01" when it was analysed)."""
+    folder = tmp_path / "S-2023.05.01"
+    folder.mkdir()
+    (folder / "a.dcm").write_bytes(b"DICM")
+    live = job_for(folder / "a.dcm")
+    dicom = InputIdentity(path=str(folder), kind="dicom", fingerprint="0" * 64)
+    assert saved_job(live.name, dicom).label == live.label == "S-2023.05.01"
+    folder.joinpath("a.dcm").unlink()
+    folder.rmdir()  # the slide is gone; its result still says what it was
+    assert saved_job(live.name, dicom).label == "S-2023.05.01"
+    assert saved_job("x", dataclasses.replace(IDENTITY, path="/s/b.v2.svs")).label == "b.v2"
+    assert saved_job("old_0123", None).label == "old_0123"  # a result from before inputs were recorded
 
 
 def test_a_dangling_dcm_link_never_takes_over_its_folders_slide(tmp_path: Path) -> None:
@@ -211,6 +248,31 @@ def test_an_unexpected_error_fails_its_slide_alone(model: Model, tmp_path: Path)
     assert [o.job for o in outcomes] == jobs  # the first did not stop the second
     assert all(o.status == "failed" and "unexpected error (ValueError" in o.error for o in outcomes)
     assert (out / "summary.csv").read_text().count("unexpected error") == 2
+
+
+def test_summary_csv_that_cannot_be_replaced_does_not_stop_the_batch(
+    model: Model, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As when a spreadsheet holds it open on Windows: every slide is still analysed, and only
+    the last rebuild, which must succeed, fails the batch (exit 3 at the command line)."""
+    from engine.errors import OutputError
+    from engine.outputs import read_summary
+
+    jobs = []
+    for name in ("a.png", "b.png"):
+        Image.fromarray(synthetic_pixels(600, 500, (100, 100, 500, 400))).save(tmp_path / name)
+        jobs.append(job_for(tmp_path / name))
+    (out := tmp_path / "out").mkdir()
+    (out / "summary.csv").mkdir()  # os.replace cannot put a file there
+    (out / "summary.csv" / "held").write_text("")
+    with pytest.raises(OutputError, match="summary.csv"):
+        run_batch(jobs, out, model, PARAMS, mpp=0.972)
+    assert all(read_summary(out / job.name) is not None for job in jobs)  # the second one too
+    assert "rebuilt again after the next slide" in caplog.text
+    (out / "summary.csv" / "held").unlink()
+    (out / "summary.csv").rmdir()  # let go: the next run rebuilds it from both results
+    run_batch(jobs, out, model, PARAMS, mpp=0.972)
+    assert (out / "summary.csv").read_text().count(",cached,") == 2
 
 
 def test_a_cancel_wins_over_the_slide_failing_at_that_moment(model: Model, tmp_path: Path) -> None:
