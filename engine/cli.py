@@ -164,17 +164,21 @@ def main(argv: Sequence[str] | None = None, pending_signals: list[int] | None = 
             sys.stdout.flush()  # a closed pipe shows here, not at exit after the handlers below
         return code
     except (KeyboardInterrupt, CancelledError):
-        say_error("interrupted; finished slides are kept, re-run the same command to resume")
-        return 128 + (signals.received or signal.SIGINT)
+        return _interrupted(signals.received)
     except BrokenPipeError:  # stdout was closed early (`| head`): the rest is not wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error again at exit
         return EXIT_FAILED
-    except OutputError as exc:
-        say_error(exc.message(remedies_for(args.command)))
-        return EXIT_START
     except EquiTriageError as exc:
+        if signals.received:  # a call that could not see the cancel failed after it (a connect)
+            return _interrupted(signals.received)
         say_error(exc.message(remedies_for(args.command)))
-        return EXIT_START if args.command in ("analyse", "analyze", "batch", "model") else EXIT_FAILED
+        start = isinstance(exc, OutputError) or args.command in ("analyse", "analyze", "batch", "model")
+        return EXIT_START if start else EXIT_FAILED
+
+
+def _interrupted(received: int | None) -> int:
+    say_error("interrupted; finished slides are kept, re-run the same command to resume")
+    return 128 + (received or signal.SIGINT)
 
 
 class _Signals:

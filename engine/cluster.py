@@ -176,12 +176,24 @@ def remote_cluster(address: str, security: Any = None, timeout_s: float = 30.0) 
         client.close()
 
 
-def check_workers(client: Any, request: ClusterRequest, wait_s: float = WORKER_WAIT_S) -> int:
-    """Wait for a worker, then prove each worker fit (:func:`check_worker`); return how many."""
-    try:
-        client.wait_for_workers(1, timeout=wait_s)
-    except TimeoutError:
-        raise ClusterError(f"no worker joined the scheduler within {wait_s:.0f} s") from None
+def check_workers(
+    client: Any,
+    request: ClusterRequest,
+    wait_s: float = WORKER_WAIT_S,
+    cancel: threading.Event | None = None,
+) -> int:
+    """Wait for a worker (a second at a time, so that a cancel stops the wait), then prove each
+    worker fit (:func:`check_worker`); return how many."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError("batch cancelled while waiting for a worker")
+        try:
+            client.wait_for_workers(1, timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            break
+        except TimeoutError:
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"no worker joined the scheduler within {wait_s:.0f} s") from None
     results = client.run(check_worker, request)
     return len(results)
 
@@ -206,7 +218,7 @@ def run_cluster_batch(
 
         raise output_error(request.probe, exc) from exc
     try:
-        check_workers(client, request)
+        check_workers(client, request, cancel=cancel)
         if request.threads is None:
             request = dataclasses.replace(request, threads_per_host=threads_per_host(client))
             log.debug("inference threads per slide: %s", dict(request.threads_per_host))

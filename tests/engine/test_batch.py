@@ -265,7 +265,7 @@ def test_summary_csv_that_cannot_be_replaced_does_not_stop_the_batch(
     (out := tmp_path / "out").mkdir()
     (out / "summary.csv").mkdir()  # os.replace cannot put a file there
     (out / "summary.csv" / "held").write_text("")
-    with pytest.raises(OutputError, match="summary.csv"):
+    with pytest.raises(OutputError, match=r"summary\.csv"):
         run_batch(jobs, out, model, PARAMS, mpp=0.972)
     assert all(read_summary(out / job.name) is not None for job in jobs)  # the second one too
     assert "rebuilt again after the next slide" in caplog.text

@@ -300,6 +300,48 @@ def test_ctrl_c_stops_the_cluster_batch_cleanly(slides: Path, model_path: Path, 
         assert {p.name for p in summary.parent.iterdir()} >= {"tiles.csv", "heatmap.png", "regions.geojson"}
 
 
+def test_ctrl_c_while_waiting_for_a_worker_ends_at_once(model_path: Path, tmp_path: Path) -> None:
+    """A scheduler no worker has joined: the wait (up to a minute) stops at the Ctrl-C, and the
+    exit is 130 (was: the full wait, then "no worker joined" and exit 3)."""
+    where = tmp_path / "scheduler.json"
+    loopback = ["--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(where)]
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", *loopback],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not where.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads(where.read_text())["address"]
+        (slides := tmp_path / "slides").mkdir()
+        write_pyramid_tiff(slides / "a.tiff", 1000, 1000)
+        args = ["batch", str(slides), "--out", str(tmp_path / "out"), "--model", str(model_path)]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", *args, "--scheduler", address],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert proc.stderr is not None
+        for line in proc.stderr:  # connected: now it waits for a worker
+            if "analysing on a Dask cluster" in line:
+                break
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, rest = proc.communicate(timeout=45)  # well before the minute's wait would end
+        assert proc.returncode == 130, rest
+        assert "interrupted" in rest and "no worker joined" not in rest and "Traceback" not in rest
+    finally:
+        if "proc" in locals() and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        scheduler.terminate()
+        scheduler.wait(timeout=20)
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_a_tls_cluster_started_as_the_readme_says(
     slides: Path, model_path: Path, local_out: Path, tmp_path: Path
