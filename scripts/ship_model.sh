@@ -21,8 +21,11 @@ mkdir -p "$OUT"
 $PY -m training quantize "$CKPT" --bias-correction --out "$OUT/int8.onnx" --fp32-out "$OUT/fp32.onnx" "${D[@]}"
 $PY -m training evaluate "$OUT/fp32.onnx" "${D[@]}" --curve-patches 200 --out-dir "$OUT/eval-fp32"
 $PY -m training evaluate "$OUT/int8.onnx" "${D[@]}" --curve-patches 200 --out-dir "$OUT/eval-int8" --stamp
+# REPLICATES: slide sets per half (default 5; more narrows the spread of the reported figures)
+# shellcheck disable=SC2086
 $PY benchmarks/slide_triage.py --model "$OUT/int8.onnx" --calibrate --out "$OUT/int8.onnx" \
-    --cache "$OUT/slide-probs.npz" --json "$OUT/slide_triage.json" --data "$DATA/pcam" | tee "$OUT/slide_triage.txt"
+    --cache "$OUT/slide-probs.npz" --json "$OUT/slide_triage.json" --data "$DATA/pcam" \
+    ${REPLICATES:+--replicates $REPLICATES} | tee "$OUT/slide_triage.txt"
 # IN_DIST: more in-distribution mosaics, e.g. from benchmarks/make_large_slide.py --tiles 1500
 # shellcheck disable=SC2086
 $PY -m benchmarks.ood_calibrate --model "$OUT/int8.onnx" --data "$DATA" --choose --stamp "$OUT/model.onnx" \
