@@ -300,6 +300,14 @@ def test_ctrl_c_stops_the_cluster_batch_cleanly(slides: Path, model_path: Path, 
         assert {p.name for p in summary.parent.iterdir()} >= {"tiles.csv", "heatmap.png", "regions.geojson"}
 
 
+def scheduler_address(scheduler_file: Path, within_s: float = 60.0) -> str:
+    """The address a `dask scheduler` started with ``--scheduler-file`` writes there."""
+    deadline = time.monotonic() + within_s
+    while not scheduler_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return str(json.loads(scheduler_file.read_text())["address"])
+
+
 def test_ctrl_c_while_waiting_for_a_worker_ends_at_once(model_path: Path, tmp_path: Path) -> None:
     """A scheduler no worker has joined: the wait (up to a minute) stops at the Ctrl-C, and the
     exit is 130 (was: the full wait, then "no worker joined" and exit 3)."""
@@ -311,10 +319,7 @@ def test_ctrl_c_while_waiting_for_a_worker_ends_at_once(model_path: Path, tmp_pa
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not where.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        address = json.loads(where.read_text())["address"]
+        address = scheduler_address(where)
         (slides := tmp_path / "slides").mkdir()
         write_pyramid_tiff(slides / "a.tiff", 1000, 1000)
         args = ["batch", str(slides), "--out", str(tmp_path / "out"), "--model", str(model_path)]
@@ -369,10 +374,7 @@ def test_a_tls_cluster_started_as_the_readme_says(
         )
     ]
     try:
-        deadline = time.monotonic() + 60
-        while not where.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        address = json.loads(where.read_text())["address"]  # what `dask worker` would be given
+        address = scheduler_address(where)  # what `dask worker` would be given
         assert address.startswith("tls://127.0.0.1:")
         started.append(
             subprocess.Popen(
