@@ -305,7 +305,7 @@ class MainWindow(QMainWindow):
     def analyse(self) -> None:
         """Analyse the open slide, asking for its µm/px first if its file records none."""
         opened = self.opened
-        if opened is None or self.slides.pending:
+        if opened is None or self._opening():
             self.statusBar().showMessage("Open a slide first" if opened is None else "Opening a slide…", 5000)
             return
         if self.analysis.running:
@@ -316,10 +316,18 @@ class MainWindow(QMainWindow):
             if mpp is None:
                 self.statusBar().showMessage("Analysis needs the slide's µm/px", 5000)
                 return
+            # the dialog ran its own event loop: another slide may have opened, or begun to open
+            if self.opened is not opened or self._opening() or self.analysis.running:
+                self.statusBar().showMessage("Another slide was opened meanwhile: analyse it again", 8000)
+                return
             opened.slide.with_mpp(mpp)
             self.info_panel.show_slide(opened.slide, opened.associated)
             self.viewer.update()
         self.analysis.start(opened, analysis_params(self.settings))
+
+    def _opening(self) -> bool:
+        """Whether a path the user opened is still being looked up, or its slide opened."""
+        return self.routes.pending or self.slides.pending
 
     def ask_mpp(self, name: str) -> float | None:
         """Asked when a slide lacks µm/px (tests replace this)."""

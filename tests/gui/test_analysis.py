@@ -130,6 +130,26 @@ def test_slide_without_mpp_asks_for_it(qtbot: QtBot, window: MainWindow, slides:
     assert window.viewer.slide is not None and window.viewer.slide.mpp == 0.5
 
 
+def test_a_slide_opened_under_the_mpp_question_is_not_given_the_first_ones_analysis(
+    qtbot: QtBot, window: MainWindow, slides: Path, cmu: Path
+) -> None:
+    """The µm/px dialog runs its own event loop: a slide the user opened meanwhile (a drop, a
+    recent file) used to be shown with the first slide's analysis drawn over it."""
+    tcga = slides / "tcga-cr-7395-01a-01-ts1.svs"
+
+    def open_another_then_answer(_name: str) -> float:
+        window.open_path(cmu)
+        qtbot.waitUntil(lambda: window.opened is not None and window.opened.path == cmu, timeout=WAIT_MS)
+        return 0.5
+
+    window.ask_mpp = open_another_then_answer  # type: ignore[method-assign]
+    open_slide_and_wait(qtbot, window, tcga)
+    window.analyse()
+    assert not window.analysis.running and window.analysis.saved is None
+    assert "Another slide was opened" in window.statusBar().currentMessage()
+    assert window.opened is not None and window.opened.path == cmu
+
+
 def test_exports(qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path) -> None:
     open_slide_and_wait(qtbot, window, cmu)
     analyse_and_wait(qtbot, window)
