@@ -172,7 +172,7 @@ class AnalysisController(QObject):
         self.jobs.start(job)
 
     def _saved_loaded(self, token: int, saved: SavedAnalysis | None) -> None:
-        if self.slides.is_latest(token):
+        if self.slides.is_latest(token) and not self.running:  # a new run draws its own heatmap
             self.show(saved)
 
     def _failed(self, token: int, message: str) -> None:
@@ -199,6 +199,7 @@ class AnalysisController(QObject):
         self.saved = saved
         self.has_result.emit(saved is not None)
         if saved is None:
+            self.regions.drop()  # regions still being found for a run that left no result
             self.overlay.clear()
             self.panel.clear_verdict()
             return

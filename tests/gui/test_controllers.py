@@ -240,6 +240,49 @@ def test_regions_of_the_saved_result_never_land_on_a_new_analysis(
     qtbot.waitUntil(lambda: not bench.controller.running, timeout=WAIT_MS)
 
 
+def test_regions_of_a_cancelled_first_run_are_not_listed(
+    qtbot: QtBot, bench: AnalysisBench, cmu: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release, found = threading.Event(), threading.Event()
+
+    def slow_regions(*_args: Any) -> Any:  # what the run had shown so far, found late
+        release.wait(WAIT_MS / 1000)
+        found.set()
+        return ["a region of the cancelled run"]
+
+    monkeypatch.setattr("gui.analysis_controller.find_regions", slow_regions)
+    opened = bench.open(cmu)
+    assert opened.saved is None  # a first run: nothing to fall back to
+    bench.settings.stride_px = 16
+    bench.start(opened)
+    qtbot.waitUntil(lambda: bench.panel.progress.value() > 0, timeout=WAIT_MS)
+    bench.controller.find_regions()  # the threshold moved during the run
+    bench.controller.cancel()
+    qtbot.waitUntil(lambda: not bench.controller.running, timeout=WAIT_MS)
+    release.set()
+    assert found.wait(WAIT_MS / 1000)
+    qtbot.wait(200)  # the search's answer has been handled
+    assert bench.controller.saved is None and bench.overlay.regions == []
+
+
+def test_a_result_read_back_late_never_replaces_a_new_runs_heatmap(
+    qtbot: QtBot, bench: AnalysisBench, model_path: Path, cmu: Path
+) -> None:
+    out = Path(bench.settings.output_dir)
+    out.mkdir()
+    analyse_file(job_for(cmu), out, Model.load(model_path, threads=1), AnalysisParams())
+    opened = bench.open(cmu)
+    assert opened.saved is not None
+    bench.settings.stride_px = 16
+    bench.start(opened)
+    qtbot.waitUntil(lambda: bench.panel.progress.value() > 0, timeout=WAIT_MS)
+    grid = bench.overlay.grid
+    bench.controller._saved_loaded(bench.slides.tag, opened.saved)  # the last run's read-back, late
+    assert bench.overlay.grid is grid and bench.controller.saved is None
+    bench.controller.cancel()
+    qtbot.waitUntil(lambda: not bench.controller.running, timeout=WAIT_MS)
+
+
 # -- folder triage -----------------------------------------------------------------------------
 @pytest.fixture
 def folder_of_slides(tmp_path: Path, slides: Path, shared_data: Path) -> Path:
