@@ -125,7 +125,7 @@ class FolderController(QObject):
     def _start(self, model: Model, folder: Path | None, wanted: int) -> None:
         if wanted != self._wanted:  # cancelled (or asked again) while the model loaded
             return
-        if self.running or self.state.folder is None or self.state.folder != folder:
+        if self.running or self.listing.pending or self.state.folder != folder:
             self.view.set_running(self.running)  # another folder was opened while the model loaded
             return
         self.state.mark_queued()

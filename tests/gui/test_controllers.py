@@ -23,6 +23,7 @@ from engine.outputs import SUMMARY, TILES
 from engine.pipeline import AnalysisParams
 from engine.regions import find_regions
 from engine.results import load_saved
+from gui import folder_controller
 from gui.analysis_controller import AnalysisController
 from gui.batch_state import BatchState, own_result
 from gui.batch_view import BatchView
@@ -339,6 +340,44 @@ def test_a_cancel_while_the_model_loads_starts_nothing(
     qtbot.wait(300)
     assert not bench.controller.running and not (opened.results_dir / SUMMARY).exists()
     assert not folder.running and not list(Path(settings.output_dir).glob("*/" + SUMMARY))
+
+
+def test_a_folder_opened_while_the_model_loads_is_listed_not_the_old_one_triaged(
+    qtbot: QtBot,
+    models: ModelManager,
+    settings: Settings,
+    folder_of_slides: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """'Analyse all' waits for the model; a folder opened meanwhile used to be dropped when its
+    listing came back, while the old folder was triaged."""
+    view = BatchView(BatchState())
+    qtbot.addWidget(view)
+    folder = FolderController(view, models, lambda: settings)
+    with qtbot.waitSignal(folder.shown, timeout=WAIT_MS):
+        folder.open(folder_of_slides)
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copyfile(folder_of_slides / "case_a.svs", other / "case_c.svs")
+    release = threading.Event()
+    listed = folder_controller.list_folder
+
+    def slow_listing(*args: Any) -> Any:
+        release.wait(WAIT_MS / 1000)
+        return listed(*args)
+
+    monkeypatch.setattr(folder_controller, "list_folder", slow_listing)
+    assert models.model is None
+    view.start_button.click()  # waits for the model
+    folder.open(other)  # listed in the background, slowly
+    qtbot.waitUntil(lambda: models.model is not None, timeout=WAIT_MS)
+    qtbot.wait(300)
+    assert not folder.running  # the folder shown before is not triaged
+    with qtbot.waitSignal(folder.shown, timeout=WAIT_MS):
+        release.set()
+    assert folder.state.folder == other and [r.job.label for r in folder.state.rows] == ["case_c"]
+    assert not list(Path(settings.output_dir).glob("*/" + SUMMARY))
 
 
 def test_folder_triage_runs_resumes_and_opens_a_slide(
