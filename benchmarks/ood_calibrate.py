@@ -89,8 +89,10 @@ def choose_far_fraction(inside: list[float], outside: list[float], current: floa
     if not inside or not outside or max(inside) >= min(outside):
         say(f"{name}: far fractions do not separate the slides; limit stays {current}")
         return current
-    low, high = max(max(inside), 1e-3), min(outside)
-    chosen = round(float(np.sqrt(low * high)), 3)
+    low, high = max(max(inside), 1e-3 * min(outside)), min(outside)  # no zero for the mean
+    chosen = float(np.sqrt(low * high))
+    if max(inside) <= round(chosen, 3) < high:  # a slide is flagged above the limit: rounded
+        chosen = round(chosen, 3)  # only where that still splits the slides
     say(f"{name}: in-distribution up to {max(inside):.3f}, out from {high:.3f}: limit {chosen}")
     return chosen
 

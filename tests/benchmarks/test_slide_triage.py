@@ -12,6 +12,7 @@ from benchmarks.slide_triage import (
     confident_normals,
     features,
     parse_args,
+    set_aside,
     triage_metrics,
     without_stubborn_normals,
 )
@@ -33,6 +34,19 @@ def test_triage_metrics_by_hand() -> None:
     assert m["micro_100"] == pytest.approx(0.5)
     assert m["macro_100"] == pytest.approx(1.0)
     assert m["itc_100"] == 0.0
+
+
+@pytest.mark.parametrize("n", [50, 100])
+def test_98_percent_sensitivity_lets_2_percent_of_the_positives_fall_below_the_cut(n: int) -> None:
+    """It used to keep all 50 of a class (the 100% cut again) and 99 of 100."""
+    pos = np.arange(1, n + 1) / (n + 1)
+    neg = np.sort(np.concatenate([pos - 0.5 / (n + 1), [0.0]]))  # one just below each positive
+    missed = n // 50  # 2% of n
+    cut = pos[missed]
+    assert (pos >= cut).mean() == pytest.approx(0.98)
+    assert set_aside(neg, pos, 0.98) == pytest.approx((neg < cut).mean())
+    assert set_aside(neg, pos, 0.98) > set_aside(neg, pos, 1.0) == pytest.approx(2 / len(neg))
+    assert set_aside(neg, pos[:1], 0.98) == set_aside(neg, pos[:1], 1.0)  # one positive: it stays
 
 
 @pytest.fixture(scope="module")
