@@ -39,6 +39,7 @@ class AnalysisController(QObject):
     status = Signal(str, int)
     error = Signal(str, str)
     has_result = Signal(bool)
+    ended = Signal()  # a run finished, failed or was cancelled
 
     def __init__(
         self,
@@ -156,6 +157,7 @@ class AnalysisController(QObject):
     def _ended(self) -> AnalysisRequest | None:
         worker, self.worker = self.worker, None
         self.panel.set_running(False)
+        self.ended.emit()
         return None if worker is None else worker.request
 
     def _finished(self, token: int, summary: SlideSummary) -> None:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog
 
 from engine.batch import SlideJob, discover_slides, holds
@@ -57,6 +57,7 @@ class FolderController(QObject):
         self._listing_cancel = threading.Event()  # stops the listing in progress
         self.worker: BatchWorker | None = None
         self._wanted = 0  # counts starts and cancels: the start waiting for the model runs if still wanted
+        self._relist_due = False  # the results folder changed during a triage
         view.choose_folder_requested.connect(self.choose)
         view.start_requested.connect(self.start)
         view.cancel_requested.connect(self.cancel)
@@ -115,9 +116,16 @@ class FolderController(QObject):
         self.models.with_model(lambda model: self._start(model, folder, wanted))
 
     def results_folder_changed(self) -> None:
-        """The settings name another results folder: list the folder again against it."""
-        if not self.running and self.state.folder is not None:
-            self.open(self.state.folder)
+        """The settings name another results folder: list the folder again against it (after
+        the triage running now, which keeps writing where it started)."""
+        self._relist_due = True
+        self._relist_if_due()
+
+    def _relist_if_due(self) -> None:
+        if self._relist_due and not self.running:
+            self._relist_due = False
+            if self.state.folder is not None:
+                self.open(self.state.folder)
 
     def _out_dir(self) -> Path:
         return self.state.out_dir or Path(self.settings().output_dir)
@@ -164,6 +172,7 @@ class FolderController(QObject):
     def _finished(self, cancelled: bool) -> None:
         self.worker = None
         self.view.set_running(False)
+        QTimer.singleShot(0, self._relist_if_due)
         if cancelled:
             self.state.cancelled()
         else:
@@ -182,6 +191,7 @@ class FolderController(QObject):
     def _failed(self, message: str) -> None:
         self.worker = None
         self.view.set_running(False)
+        QTimer.singleShot(0, self._relist_if_due)
         self.state.cancelled()
         self.error.emit("Folder triage stopped", message)
 

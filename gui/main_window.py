@@ -150,6 +150,8 @@ class MainWindow(QMainWindow):
             self._action(export, "Report (PDF or HTML)…", lambda: ask("report"), "Ctrl+P"),
         ]
         self.analysis.has_result.connect(self._set_export_actions)
+        self.analysis.ended.connect(lambda: QTimer.singleShot(0, self._reopen_if_due))
+        self._reopen_due = False  # the results folder changed during an analysis
         self._set_export_actions(False)
         self._action(file, "&Close slide", self.close_slide, QKeySequence.StandardKey.Close)
         file.addSeparator()
@@ -381,9 +383,18 @@ class MainWindow(QMainWindow):
             self._load_model_quietly()
         self.save_settings()
         if moved:  # what is open now reads and writes its results in the new folder
-            if self.opened is not None and not self.analysis.running:
-                self.open_path(self.opened.path, Path(settings.output_dir))
+            self._reopen_due = True
+            self._reopen_if_due()
             self.folder.results_folder_changed()
+
+    def _reopen_if_due(self) -> None:
+        """Open the slide shown again against a changed results folder, once no analysis runs
+        (a slide the user is opening meanwhile reads the new folder anyway)."""
+        if not self._reopen_due or self.analysis.running:
+            return
+        self._reopen_due = False
+        if self.opened is not None and not self._opening():
+            self.open_path(self.opened.path, Path(self.settings.output_dir))
 
     def save_settings(self) -> None:
         s = self.settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -148,6 +149,24 @@ def test_a_slide_opened_under_the_mpp_question_is_not_given_the_first_ones_analy
     assert not window.analysis.running and window.analysis.saved is None
     assert "Another slide was opened" in window.statusBar().currentMessage()
     assert window.opened is not None and window.opened.path == cmu
+
+
+def test_a_results_folder_changed_during_an_analysis_takes_effect_when_it_ends(
+    qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path
+) -> None:
+    """It used to be forgotten: the next analysis of the slide wrote to the old folder."""
+    old = Path(window.settings.output_dir)
+    open_slide_and_wait(qtbot, window, cmu)
+    qtbot.waitUntil(lambda: window.model is not None, timeout=WAIT_MS)
+    window.analyse()
+    assert window.analysis.running
+    new = tmp_path / "new-results"
+    new.mkdir()
+    window.apply_settings(dataclasses.replace(window.settings, output_dir=str(new)))
+    assert window.opened is not None and window.opened.out_dir == old  # the run writes where it began
+    qtbot.waitUntil(lambda: not window.analysis.running, timeout=WAIT_MS * 2)
+    qtbot.waitUntil(lambda: window.opened is not None and window.opened.out_dir == new, timeout=WAIT_MS)
+    assert (old / window.opened.job.name / SUMMARY).is_file()  # the finished run's result stays there
 
 
 def test_exports(qtbot: QtBot, window: MainWindow, cmu: Path, tmp_path: Path) -> None:

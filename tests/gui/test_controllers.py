@@ -380,6 +380,26 @@ def test_a_folder_opened_while_the_model_loads_is_listed_not_the_old_one_triaged
     assert not list(Path(settings.output_dir).glob("*/" + SUMMARY))
 
 
+def test_a_results_folder_changed_during_a_triage_is_listed_when_it_ends(
+    qtbot: QtBot, models: ModelManager, settings: Settings, folder_of_slides: Path, tmp_path: Path
+) -> None:
+    view = BatchView(BatchState())
+    qtbot.addWidget(view)
+    folder = FolderController(view, models, lambda: settings)
+    with qtbot.waitSignal(folder.shown, timeout=WAIT_MS):
+        folder.open(folder_of_slides)
+    old = folder.state.out_dir
+    view.start_button.click()
+    qtbot.waitUntil(lambda: folder.running, timeout=WAIT_MS)
+    settings.output_dir = str(tmp_path / "new-results")
+    Path(settings.output_dir).mkdir()
+    folder.results_folder_changed()  # as Settings does; the triage keeps writing where it began
+    assert folder.state.out_dir == old
+    qtbot.waitUntil(lambda: not folder.running, timeout=WAIT_MS * 2)
+    qtbot.waitUntil(lambda: folder.state.out_dir == Path(settings.output_dir), timeout=WAIT_MS)
+    assert old is not None and list(old.glob("*/" + SUMMARY))  # what it analysed stays there
+
+
 def test_folder_triage_runs_resumes_and_opens_a_slide(
     qtbot: QtBot, settings: Settings, models: ModelManager, folder_of_slides: Path
 ) -> None:
