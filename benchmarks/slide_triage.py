@@ -353,7 +353,20 @@ def without_stubborn_normals(table: PatchTable) -> tuple[PatchTable, int]:
 
 
 def shipped_scores(feats: Sequence[Features], policy: TriagePolicy) -> NDArray[np.float64]:
-    """Slide scores of ``policy`` from precomputed features (same maths as engine.triage)."""
+    """Slide scores of ``policy`` from precomputed features (same maths as engine.triage). The
+    features hold 3x3 smoothing and the top-10 mean only: a policy asking for other values is
+    refused rather than scored as something the engine would not compute."""
+    top_k_used = policy.score_method not in (
+        "region_logistic",
+        "smoothed_max",
+        "largest_region",
+        "region_mass",
+    )
+    if policy.smooth_cells != 3 or (top_k_used and policy.top_k != 10):
+        raise ValueError(
+            f"this benchmark scores 3x3 smoothing and the top-10 mean; the policy asks for "
+            f"smooth_cells={policy.smooth_cells}, top_k={policy.top_k}"
+        )
     if policy.score_method == "region_logistic":
         return np.array([_logistic_slide(f.stats, np.asarray(policy.weights)) for f in feats])
     if policy.score_method == "smoothed_max":

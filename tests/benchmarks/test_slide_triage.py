@@ -13,6 +13,7 @@ from benchmarks.slide_triage import (
     features,
     parse_args,
     set_aside,
+    shipped_scores,
     triage_metrics,
     without_stubborn_normals,
 )
@@ -47,6 +48,20 @@ def test_98_percent_sensitivity_lets_2_percent_of_the_positives_fall_below_the_c
     assert set_aside(neg, pos, 0.98) == pytest.approx((neg < cut).mean())
     assert set_aside(neg, pos, 0.98) > set_aside(neg, pos, 1.0) == pytest.approx(2 / len(neg))
     assert set_aside(neg, pos[:1], 0.98) == set_aside(neg, pos[:1], 1.0)  # one positive: it stays
+
+
+def test_a_policy_the_features_cannot_score_is_refused() -> None:
+    """The features hold 3x3 smoothing and the top-10 mean; another policy used to be scored
+    with them anyway."""
+    from engine.contract import TriagePolicy
+
+    feats = [features(np.full((4, 4), 0.7))]
+    assert shipped_scores(feats, TriagePolicy(score_method="smoothed_max")) == pytest.approx([0.7])
+    with pytest.raises(ValueError, match="smooth_cells=5"):
+        shipped_scores(feats, TriagePolicy(score_method="smoothed_max", smooth_cells=5))
+    with pytest.raises(ValueError, match="top_k=5"):
+        shipped_scores(feats, TriagePolicy(score_method="top_k_mean", top_k=5))
+    assert len(shipped_scores(feats, TriagePolicy(score_method="region_logistic", top_k=5))) == 1
 
 
 @pytest.fixture(scope="module")
