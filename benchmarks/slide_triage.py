@@ -356,17 +356,8 @@ def shipped_scores(feats: Sequence[Features], policy: TriagePolicy) -> NDArray[n
     """Slide scores of ``policy`` from precomputed features (same maths as engine.triage). The
     features hold 3x3 smoothing and the top-10 mean only: a policy asking for other values is
     refused rather than scored as something the engine would not compute."""
-    top_k_used = policy.score_method not in (
-        "region_logistic",
-        "smoothed_max",
-        "largest_region",
-        "region_mass",
-    )
-    if policy.smooth_cells != 3 or (top_k_used and policy.top_k != 10):
-        raise ValueError(
-            f"this benchmark scores 3x3 smoothing and the top-10 mean; the policy asks for "
-            f"smooth_cells={policy.smooth_cells}, top_k={policy.top_k}"
-        )
+    if policy.smooth_cells != 3:
+        raise _unscorable(policy)
     if policy.score_method == "region_logistic":
         return np.array([_logistic_slide(f.stats, np.asarray(policy.weights)) for f in feats])
     if policy.score_method == "smoothed_max":
@@ -378,7 +369,16 @@ def shipped_scores(feats: Sequence[Features], policy: TriagePolicy) -> NDArray[n
             float((f.stats.cells * f.stats.mean_prob).max()) if len(f.stats.cells) else 0.0 for f in feats
         ]
         return np.array([1.0 - 2.0 ** (-m / MASS_HALF) for m in mass])
+    if policy.top_k != 10:  # the top-k mean, the one score that reads top_k
+        raise _unscorable(policy)
     return np.array([f.top10 for f in feats])
+
+
+def _unscorable(policy: TriagePolicy) -> ValueError:
+    return ValueError(
+        f"this benchmark scores 3x3 smoothing and the top-10 mean; the policy asks for "
+        f"smooth_cells={policy.smooth_cells}, top_k={policy.top_k}"
+    )
 
 
 def calibrated_policy(

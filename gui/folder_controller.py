@@ -169,10 +169,13 @@ class FolderController(QObject):
         if job is not None:
             self.state.progress(job, done, total)
 
-    def _finished(self, cancelled: bool) -> None:
+    def _ended(self) -> None:
         self.worker = None
         self.view.set_running(False)
-        QTimer.singleShot(0, self._relist_if_due)
+        QTimer.singleShot(0, self._relist_if_due)  # a results folder changed meanwhile
+
+    def _finished(self, cancelled: bool) -> None:
+        self._ended()
         if cancelled:
             self.state.cancelled()
         else:
@@ -189,9 +192,7 @@ class FolderController(QObject):
         self.view.table.sortByColumn(COL_SCORE, Qt.SortOrder.DescendingOrder)
 
     def _failed(self, message: str) -> None:
-        self.worker = None
-        self.view.set_running(False)
-        QTimer.singleShot(0, self._relist_if_due)
+        self._ended()
         self.state.cancelled()
         self.error.emit("Folder triage stopped", message)
 
